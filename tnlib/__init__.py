@@ -1,0 +1,31 @@
+"""tnlib: tensor-network decompositions and entanglement spectra on any array backend.
+
+The core is pure math on numpy, cupy or torch arrays (dispatched through
+autoray): truncated SVD, cuts (bipartitions of labelled indices) and their
+entanglement spectra, and truncation along cuts, all sharing one truncation
+vocabulary (``max_rank``, ``rel_error``, ``cutoff``) and reporting what they
+discarded in a :class:`TruncationInfo`.
+"""
+
+from tnlib.cuts import KERNEL_LABELS, Cut, all_cuts, matricize, truncate
+from tnlib.spectrum import Spectrum, spectra, spectrum
+from tnlib.svd import SVD_METHODS, VALUE_METHODS, singular_values, truncated_svd
+from tnlib.truncation import TruncationInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KERNEL_LABELS",
+    "SVD_METHODS",
+    "VALUE_METHODS",
+    "Cut",
+    "Spectrum",
+    "TruncationInfo",
+    "all_cuts",
+    "matricize",
+    "singular_values",
+    "spectra",
+    "spectrum",
+    "truncate",
+    "truncated_svd",
+]

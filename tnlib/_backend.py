@@ -1,0 +1,177 @@
+"""The few array operations whose best implementation differs between backends.
+
+Algorithm code in tnlib is written once against autoray's numpy-like interface
+(``autoray.do``).  The operations below are the exceptions, each because a
+backend offers a faster or more robust route than the generic one:
+
+* ``svd``: thin SVD through LAPACK's divide-and-conquer driver (``gesdd``), falling
+  back to the QR-iteration driver (``gesvd``) when ``gesdd`` fails to converge.
+  NumPy arrays go through SciPy, always handed to LAPACK in the tall
+  column-major orientation, which is about twice as fast as the other one.
+* ``svdvals``: the singular values alone, through the same drivers.
+* ``from_numpy``: a host array moved to the device and dtype of another array.
+
+Each is a small registry keyed by autoray's backend name; a backend missing from
+a registry uses autoray's generic function.  Nothing here ever asks for
+``full_matrices=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import autoray as ar
+import numpy as np
+import scipy.linalg
+
+Array = Any
+
+#: Floating dtypes the core computes in, mapped to the dtype their Gram matrices
+#: and eigen-solves use (single precision is promoted so that squaring the
+#: condition number costs no accuracy against a single-precision SVD).
+WORKING_DTYPES = {
+    "float32": "float64",
+    "float64": "float64",
+    "complex64": "complex128",
+    "complex128": "complex128",
+}
+
+
+def backend_of(x: Array) -> str:
+    """Name of the array library ``x`` belongs to (``"numpy"``, ``"torch"``, ``"cupy"``)."""
+    return ar.infer_backend(x)
+
+
+def dtype_name(x: Array) -> str:
+    """Backend-independent dtype name of ``x``, e.g. ``"float32"``."""
+    return ar.get_dtype_name(x)
+
+
+def is_complex(x: Array) -> bool:
+    return dtype_name(x).startswith("complex")
+
+
+def real_dtype_name(x: Array) -> str:
+    return {"complex64": "float32", "complex128": "float64"}.get(dtype_name(x), dtype_name(x))
+
+
+def astype(x: Array, dtype: str) -> Array:
+    """``x`` converted to the named dtype, without a copy when it already has it."""
+    if dtype_name(x) == dtype:
+        return x
+    return ar.astype(x, dtype)
+
+
+def to_host(x: Array) -> np.ndarray:
+    """A NumPy copy (or view) of ``x``, from any backend and device."""
+    return ar.to_numpy(x)
+
+
+def frobenius_norm(x: Array) -> float:
+    """``||x||_F`` of an array of any order, accumulated in double precision."""
+    return float(to_host(ar.do("linalg.norm", astype(ar.do("reshape", x, (-1,)), WORKING_DTYPES[dtype_name(x)]))))
+
+
+def conj_transpose(x: Array) -> Array:
+    """Conjugate transpose of a matrix (plain transpose for real dtypes)."""
+    return ar.do("conj", x).T if is_complex(x) else x.T
+
+
+# --------------------------------------------------------------------------- svd
+
+
+def _numpy_svd(a: np.ndarray, compute_uv: bool):
+    """SciPy's thin SVD with gesdd -> gesvd fallback, fed in the tall orientation."""
+    wide = a.shape[0] < a.shape[1]
+    m = a.T if wide else a
+    for driver in ("gesdd", "gesvd"):
+        try:
+            out = scipy.linalg.svd(
+                m, full_matrices=False, compute_uv=compute_uv, check_finite=False, lapack_driver=driver
+            )
+            break
+        except np.linalg.LinAlgError:
+            if driver == "gesvd":
+                raise
+    if not compute_uv:
+        return out
+    u, s, vh = out
+    if wide:
+        u, vh = vh.T, u.T
+        if np.iscomplexobj(a):
+            u, vh = u.conj(), vh.conj()
+    return u, s, vh
+
+
+def _torch_svd(a, compute_uv: bool):
+    import torch
+
+    try:
+        if compute_uv:
+            return torch.linalg.svd(a, full_matrices=False)
+        return torch.linalg.svdvals(a)
+    except torch.linalg.LinAlgError:
+        if a.is_cuda:
+            out = torch.linalg.svd(a, full_matrices=False, driver="gesvd")
+            return out if compute_uv else out[1]
+        out = _numpy_svd(a.numpy(), compute_uv)
+        if compute_uv:
+            return tuple(torch.from_numpy(np.ascontiguousarray(t)) for t in out)
+        return torch.from_numpy(out)
+
+
+def _generic_svd(a, compute_uv: bool):
+    if compute_uv:
+        return ar.do("linalg.svd", a, full_matrices=False)
+    return ar.do("linalg.svd", a, full_matrices=False, compute_uv=False)
+
+
+_SVD: dict[str, Callable] = {"numpy": _numpy_svd, "torch": _torch_svd}
+
+
+def svd(a: Array) -> tuple[Array, Array, Array]:
+    """Thin SVD ``a = U diag(S) Vh`` with ``S`` descending."""
+    return _SVD.get(backend_of(a), _generic_svd)(a, True)
+
+
+def svdvals(a: Array) -> Array:
+    """Singular values of ``a``, descending."""
+    return _SVD.get(backend_of(a), _generic_svd)(a, False)
+
+
+# ------------------------------------------------------------------- conversion
+
+
+def _torch_from_numpy(x: np.ndarray, like):
+    import torch
+
+    return torch.as_tensor(x, device=like.device)
+
+
+def _cupy_from_numpy(x: np.ndarray, like):
+    import cupy
+
+    with cupy.cuda.Device(like.device.id):
+        return cupy.asarray(x)
+
+
+_FROM_NUMPY: dict[str, Callable] = {
+    "numpy": lambda x, like: x,
+    "torch": _torch_from_numpy,
+    "cupy": _cupy_from_numpy,
+}
+
+
+def from_numpy(x: np.ndarray, like: Array) -> Array:
+    """Move the host array ``x`` to the backend and device of ``like``.
+
+    Floating arrays take the dtype of ``like``; integer arrays (indices) stay
+    integer.
+    """
+    convert = _FROM_NUMPY.get(backend_of(like))
+    if convert is None:
+        return ar.do("asarray", x, like=like)
+    if x.dtype.kind == "f":
+        x = x.astype(dtype_name(like), copy=False)
+    return convert(x, like)

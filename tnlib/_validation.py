@@ -1,0 +1,99 @@
+"""Checks run once at the public entry points, with messages that name the argument.
+
+Every public function validates its inputs here before any computation, so a bad
+argument fails fast with a ``ValueError`` or ``TypeError`` that says which
+argument was wrong, what it was and what was expected, instead of surfacing later
+as a NaN, a LAPACK error or a huge allocation.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import autoray as ar
+import numpy as np
+
+from tnlib._backend import WORKING_DTYPES, backend_of, dtype_name
+
+_ARRAY_BACKENDS = ("numpy", "torch", "cupy")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_array(x: Any, name: str = "tensor", ndim: int | None = None, min_ndim: int = 1) -> Any:
+    """Validate an array argument and return it (array-likes become NumPy arrays).
+
+    Requires a float32/float64/complex64/complex128 dtype, at least ``min_ndim``
+    dimensions (exactly ``ndim`` when given), no empty dimension and only finite
+    entries.
+    """
+    if backend_of(x) not in _ARRAY_BACKENDS:
+        if isinstance(x, (str, bytes, dict, set)) or x is None:
+            raise TypeError(f"{name} must be an array (numpy, torch or cupy), got {type(x).__name__}")
+        x = np.asarray(x)
+    dtype = dtype_name(x)
+    if dtype not in WORKING_DTYPES:
+        raise TypeError(
+            f"{name} must have a floating dtype (float32, float64, complex64 or complex128), got {dtype}"
+        )
+    shape = tuple(x.shape)
+    if ndim is not None and len(shape) != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {shape}")
+    if len(shape) < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {shape}")
+    if any(d == 0 for d in shape):
+        raise ValueError(f"{name} must not have an empty dimension, got shape {shape}")
+    if not bool(ar.do("all", ar.do("isfinite", x))):
+        raise ValueError(f"{name} contains NaN or Inf entries; expected finite values")
+    return x
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """An integer >= 1 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {_describe(value)}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
+    return int(value)
+
+
+def check_nonnegative_int(value: Any, name: str) -> int:
+    """An integer >= 0 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer, got {_describe(value)}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    return int(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """A real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in [0, 1], got {_describe(value)}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {_describe(value)}")
+    return value
+
+
+def check_seed(seed: Any, name: str = "seed") -> np.random.Generator:
+    """A NumPy ``Generator`` from ``None``, an int or a ``Generator``."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be None, a non-negative int or a numpy Generator, got {_describe(seed)}")
+    return np.random.default_rng(check_nonnegative_int(seed, name))

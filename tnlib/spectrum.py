@@ -1,0 +1,348 @@
+"""Entanglement (correlation) spectra of a tensor across its cuts.
+
+Across a cut ``A|B`` a tensor has the Schmidt decomposition
+``T = sum_k s_k u_k (x) v_k``, the SVD of its matricization ``T_(A|B)``.  The
+*Schmidt weights* ``p_k = s_k**2 / sum_j s_j**2`` form a probability
+distribution whose entropy measures how strongly the two sides are correlated:
+
+* von Neumann: ``S_1 = -sum_k p_k log p_k``,
+* Renyi of order ``alpha``: ``S_alpha = log(sum_k p_k**alpha) / (1 - alpha)``,
+  with the limits ``S_0 = log(#{p_k > 0})`` and ``S_inf = -log(max_k p_k)``.
+
+Entropies take an explicit ``base`` (2 by default: bits).  A zero tensor has
+entropy 0 and rank 0.  A tensor of Schmidt rank ``r`` has ``S_alpha <= log r``,
+with equality for a flat spectrum.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from math import prod
+from typing import Any
+
+import autoray as ar
+import numpy as np
+
+from tnlib import _backend as B
+from tnlib._validation import check_array, check_choice, check_fraction
+from tnlib.cuts import Cut, CutLike, all_cuts, as_cut, cut_matrix_shape, matricize_checked, resolve_labels
+from tnlib.svd import VALUE_METHODS, squared_singular_values
+
+Array = Any
+
+
+def _check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha >= 0:
+        raise ValueError(f"alpha must be a real number >= 0 (or math.inf), got {alpha!r}")
+    return float(alpha)
+
+
+def _check_base(base: Any) -> float:
+    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not (base > 0 and base != 1):
+        raise ValueError(f"base must be a positive real number other than 1, got {base!r}")
+    return float(base)
+
+
+class Spectrum:
+    """Singular values of a tensor across one cut, and what follows from them.
+
+    Parameters
+    ----------
+    singular_values
+        Non-negative values in descending order; held on the host as float64
+        (spectra are small, and plotting and JSON want them there).
+    cut
+        The cut they belong to (text such as ``"oi|hw"``), if any.
+    matrix_shape
+        ``(rows, columns)`` of the matricization.
+
+    Examples
+    --------
+    >>> sp = Spectrum([1.0, 1.0, 0.0, 0.0])
+    >>> sp.weights.tolist(), sp.entropy(), sp.rank_for(0.0)
+    ([0.5, 0.5, 0.0, 0.0], 1.0, 2)
+    """
+
+    def __init__(
+        self,
+        singular_values: Iterable[float],
+        cut: CutLike | None = None,
+        matrix_shape: tuple[int, int] | None = None,
+    ) -> None:
+        if B.backend_of(singular_values) in ("torch", "cupy"):
+            singular_values = B.to_host(singular_values)
+        values = np.array(singular_values, dtype=np.float64).reshape(-1)
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError("singular_values must be finite and non-negative")
+        if np.any(np.diff(values) > 0):
+            raise ValueError("singular_values must be in descending order")
+        values.setflags(write=False)
+        self._values = values
+        self.cut = None if cut is None else str(cut)
+        self.matrix_shape = None if matrix_shape is None else tuple(int(d) for d in matrix_shape)
+
+    # -- the values and weights ---------------------------------------------
+
+    @property
+    def singular_values(self) -> np.ndarray:
+        """Singular values ``s_k``, descending (read-only float64)."""
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @property
+    def norm(self) -> float:
+        """Frobenius norm of the tensor, ``sqrt(sum_k s_k**2)``."""
+        return float(np.sqrt(self._tails[0]))
+
+    @property
+    def _tails(self) -> np.ndarray:
+        """``tail[r] = sum_{k>=r} s_k**2``, for ``r = 0..n``."""
+        sq = self._values**2
+        tails = np.zeros(len(sq) + 1)
+        tails[:-1] = np.cumsum(sq[::-1])[::-1]
+        return tails
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Schmidt weights ``p_k = s_k**2 / sum_j s_j**2`` (all zero for a zero tensor)."""
+        total = self._tails[0]
+        return self._values**2 / total if total > 0 else np.zeros_like(self._values)
+
+    @property
+    def rank(self) -> int:
+        """Number of non-zero singular values (the Schmidt rank)."""
+        return int(np.count_nonzero(self._values))
+
+    # -- entropies -----------------------------------------------------------
+
+    def entropy(self, alpha: float = 1.0, base: float = 2) -> float:
+        """Renyi entropy of order ``alpha`` of the Schmidt weights (von Neumann at 1).
+
+        ``S_alpha = log(sum_k p_k**alpha) / (1 - alpha)`` in the given ``base``;
+        ``alpha = 0`` gives ``log`` of the rank and ``alpha = inf`` gives
+        ``-log max_k p_k``.  Zero for a zero tensor.
+        """
+        alpha, base = _check_alpha(alpha), _check_base(base)
+        p = self.weights
+        p = p[p > 0]
+        if p.size == 0:
+            return 0.0
+        if alpha == 1.0:
+            nats = float(-np.sum(p * np.log(p)))
+        elif alpha == 0.0:
+            nats = math.log(p.size)
+        elif math.isinf(alpha):
+            nats = float(-np.log(p.max()))
+        else:
+            nats = float(np.log(np.sum(p**alpha)) / (1.0 - alpha))
+        return nats / math.log(base) if nats > 0 else 0.0
+
+    def effective_rank(self, alpha: float = 1.0) -> float:
+        """``exp(S_alpha)`` in nats: the number of equal weights with the same entropy.
+
+        Between 1 and the rank for a non-zero tensor; ``alpha = 2`` gives the
+        participation ratio ``1 / sum p_k**2`` and ``alpha = inf`` the stable
+        rank ``||T||_F**2 / s_max**2``.  Zero for a zero tensor.
+        """
+        if self.rank == 0:
+            return 0.0
+        return math.exp(self.entropy(alpha, base=math.e))
+
+    # -- truncation curves ---------------------------------------------------
+
+    def _ranks(self, rank: int | Sequence[int] | None) -> np.ndarray:
+        if rank is None:
+            return np.arange(len(self) + 1)
+        ranks = np.asarray(rank)
+        if ranks.dtype.kind not in "iu":
+            raise TypeError(f"rank must be an int or a sequence of ints, got {rank!r}")
+        if np.any(ranks < 0):
+            raise ValueError(f"rank must be >= 0, got {rank!r}")
+        return np.minimum(ranks, len(self))
+
+    def rel_error(self, rank: int | Sequence[int] | None = None) -> float | np.ndarray:
+        """Relative error ``sqrt(sum_{k>=r} s_k**2) / ||T||`` of keeping ``r`` values.
+
+        The Eckart-Young minimum over all rank-``r`` approximations across this
+        cut.  ``rank`` may be an int, a sequence (vectorized), or ``None`` for the
+        whole curve ``r = 0..n``.  Ranks beyond ``n`` give 0.
+        """
+        tails = self._tails
+        out = np.sqrt(tails[self._ranks(rank)] / tails[0]) if tails[0] > 0 else np.zeros(np.shape(self._ranks(rank)))
+        return float(out) if np.ndim(out) == 0 else out
+
+    def norm_loss(self, rank: int | Sequence[int] | None = None) -> float | np.ndarray:
+        """Norm loss ``1 - ||T_r|| / ||T||`` of keeping ``r`` values (see :meth:`rel_error`)."""
+        err = np.asarray(self.rel_error(rank))
+        out = 1.0 - np.sqrt(np.clip(1.0 - err**2, 0.0, 1.0))
+        return float(out) if np.ndim(out) == 0 else out
+
+    def rank_for(self, rel_error: float) -> int:
+        """The smallest rank ``r`` whose :meth:`rel_error` is at most ``rel_error``."""
+        rel_error = check_fraction(rel_error, "rel_error")
+        tails = self._tails
+        return int(np.flatnonzero(tails <= rel_error**2 * tails[0])[0])
+
+    # -- export ----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable summary (values, shape, entropy, norm)."""
+        return {
+            "cut": self.cut,
+            "matrix_shape": None if self.matrix_shape is None else list(self.matrix_shape),
+            "singular_values": self._values.tolist(),
+            "norm": self.norm,
+            "rank": self.rank,
+            "entropy": self.entropy(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Spectrum:
+        """Inverse of :meth:`to_dict` (derived fields are recomputed)."""
+        return cls(list(data["singular_values"]), data.get("cut"), data.get("matrix_shape"))
+
+    def __repr__(self) -> str:
+        where = f" across {self.cut}" if self.cut else ""
+        return f"Spectrum({len(self)} values{where}, rank={self.rank}, entropy={self.entropy():.4g} bits)"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Spectrum)
+            and self.cut == other.cut
+            and self.matrix_shape == other.matrix_shape
+            and np.array_equal(self._values, other._values)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# ------------------------------------------------------------------ computing
+
+
+def spectrum(
+    tensor: Array,
+    cut: CutLike,
+    labels: str | Sequence[str] | None = None,
+    method: str = "auto",
+) -> Spectrum:
+    """The :class:`Spectrum` of ``tensor`` across ``cut``.
+
+    ``method`` chooses the values-only solver of :func:`tnlib.singular_values`:
+    ``"auto"`` (Gram eigenvalues in double precision for single-precision input,
+    LAPACK for double), ``"gram"`` or ``"full"``.
+
+    Examples
+    --------
+    >>> import numpy as np, tnlib
+    >>> k = np.einsum("oi,hw->oihw", np.eye(2), np.ones((3, 3)))
+    >>> sp = tnlib.spectrum(k, "oi|hw")
+    >>> sp.rank, round(sp.entropy(), 6)
+    (1, 0.0)
+    """
+    return spectra(tensor, labels, cuts=[cut], method=method)[str(cut)]
+
+
+def spectra(
+    tensor: Array,
+    labels: str | Sequence[str] | None = None,
+    cuts: Sequence[CutLike] | None = None,
+    method: str = "auto",
+) -> dict[str, Spectrum]:
+    """Spectra of ``tensor`` across every cut (or the given ``cuts``), sharing work.
+
+    Size-1 indices do not change a spectrum, so cuts whose matricizations
+    coincide once they are dropped are computed once (the four cuts of a 1x1
+    kernel that separate ``o`` from ``i``), and a cut whose side holds only
+    size-1 indices has the tensor's norm as its one singular value.
+    With the Gram solver, the Gram matrix of a side is obtained by partial trace
+    from an already computed Gram matrix of a larger side containing it.
+
+    Returns
+    -------
+    dict
+        ``{str(cut): Spectrum}`` in the order of ``cuts`` (default
+        :func:`tnlib.all_cuts` of the labels).
+    """
+    x = check_array(tensor, "tensor", min_ndim=2)
+    labels = resolve_labels(labels, x.ndim)
+    check_choice(method, "method", ("auto", *VALUE_METHODS))
+    chosen = all_cuts(labels) if cuts is None else [as_cut(c, labels) for c in cuts]
+    if method == "auto":
+        method = "gram" if B.dtype_name(x) in ("float32", "complex64") else "full"
+    dims = dict(zip(labels, x.shape))
+
+    # The side of each cut whose Gram matrix is smaller, with size-1 legs removed.
+    sides: dict[Cut, str] = {}
+    for c in chosen:
+        left = "".join(l for l in labels if l in c.left and dims[l] > 1)
+        right = "".join(l for l in labels if l in c.right and dims[l] > 1)
+        sides[c] = left if prod(dims[l] for l in left) <= prod(dims[l] for l in right) else right
+
+    solver = _GramSpectra(x, labels) if method == "gram" else _DirectSpectra(x, labels)
+    values = {side: solver.squared_values(side) for side in sorted(set(sides.values()), key=solver.size, reverse=True)}
+    hosted = dict(zip(values, (np.sqrt(v) for v in _to_host_all(list(values.values())))))
+    return {str(c): Spectrum(hosted[sides[c]], c, cut_matrix_shape(x.shape, c, labels)) for c in chosen}
+
+
+def _to_host_all(arrays: list[Array]) -> list[np.ndarray]:
+    """Move many small arrays to the host (one transfer per array, clipped at 0)."""
+    return [np.clip(B.to_host(a).astype(np.float64), 0.0, None) for a in arrays]
+
+
+class _DirectSpectra:
+    """Squared singular values of each side's matricization by LAPACK."""
+
+    def __init__(self, x: Array, labels: str) -> None:
+        self.x, self.labels = x, labels
+        self.dims = dict(zip(labels, x.shape))
+
+    def size(self, side: str) -> int:
+        return prod(self.dims[l] for l in side)
+
+    def squared_values(self, side: str) -> Array:
+        if self.size(side) == 1:  # a vector: its one singular value is the norm
+            return np.array([B.frobenius_norm(self.x) ** 2])
+        rest = "".join(l for l in self.labels if l not in side)
+        return squared_singular_values(matricize_checked(self.x, Cut(f"{side}|{rest}"), self.labels), "full")
+
+
+class _GramSpectra(_DirectSpectra):
+    """Squared singular values as eigenvalues of Gram matrices, shared by partial traces.
+
+    ``G_S = T_(S|rest) T_(S|rest)^H`` for a side ``S``; for ``S`` inside a larger
+    side ``S'`` already computed, ``G_S`` is the partial trace of ``G_S'`` over
+    the labels of ``S'`` not in ``S``.  Sides are visited from the largest down.
+    """
+
+    def __init__(self, x: Array, labels: str) -> None:
+        super().__init__(B.astype(x, B.WORKING_DTYPES[B.dtype_name(x)]), labels)
+        self.grams: dict[str, Array] = {}
+
+    def squared_values(self, side: str) -> Array:
+        if self.size(side) == 1:
+            return super().squared_values(side)
+        gram = self._gram(side)
+        self.grams[side] = gram
+        return ar.do("flip", ar.do("linalg.eigvalsh", gram), (0,))
+
+    def _gram(self, side: str) -> Array:
+        supersets = [s for s in self.grams if set(side) <= set(s)]
+        if supersets:
+            return self._partial_trace(min(supersets, key=self.size), side)
+        rest = "".join(l for l in self.labels if l not in side)
+        m = matricize_checked(self.x, Cut(f"{side}|{rest}"), self.labels)
+        return m @ B.conj_transpose(m)
+
+    def _partial_trace(self, superset: str, side: str) -> Array:
+        letters = {l: chr(ord("a") + i) for i, l in enumerate(superset)}
+        rows = "".join(letters[l] for l in superset)
+        cols = "".join(letters[l] if l not in side else letters[l].upper() for l in superset)
+        out = "".join(letters[l] for l in side) + "".join(letters[l].upper() for l in side)
+        shape = [self.dims[l] for l in superset]
+        g = ar.do("reshape", self.grams[superset], shape * 2)
+        traced = ar.do("einsum", f"{rows}{cols}->{out}", g)
+        return ar.do("reshape", traced, (self.size(side), self.size(side)))
