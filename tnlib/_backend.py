@@ -97,10 +97,8 @@ def _numpy_svd(a: np.ndarray, compute_uv: bool):
     if not compute_uv:
         return out
     u, s, vh = out
-    if wide:
+    if wide:  # a.T = u s vh  =>  a = vh.T s u.T
         u, vh = vh.T, u.T
-        if np.iscomplexobj(a):
-            u, vh = u.conj(), vh.conj()
     return u, s, vh
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from itertools import combinations
 from math import prod
-from typing import Any, Union
+from typing import Any
 
 import autoray as ar
 import numpy as np
@@ -110,7 +110,7 @@ class Cut:
         return self
 
 
-CutLike = Union[str, Cut]
+CutLike = str | Cut
 
 
 def resolve_labels(labels: str | Sequence[str] | None, ndim: int, name: str = "labels") -> str:
@@ -316,7 +316,7 @@ def _sequence_info(x: Array, result: Array, norm: float, steps: list[TruncationI
     ranks = tuple(step.rank for step in steps)
     if norm == 0.0:
         return TruncationInfo(ranks, 0.0, 0.0, 0.0, steps=tuple(steps))
-    kept = B.frobenius_norm(result) / norm
+    kept = min(B.frobenius_norm(result) / norm, 1.0)  # projections never add norm; clip rounding
     return TruncationInfo(
         ranks=ranks,
         rel_error=B.frobenius_norm(result - x) / norm,

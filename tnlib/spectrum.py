@@ -26,9 +26,10 @@ import autoray as ar
 import numpy as np
 
 from tnlib import _backend as B
-from tnlib._validation import check_array, check_choice, check_fraction
+from tnlib._validation import check_array, check_choice
 from tnlib.cuts import Cut, CutLike, all_cuts, as_cut, cut_matrix_shape, matricize_checked, resolve_labels
 from tnlib.svd import VALUE_METHODS, squared_singular_values
+from tnlib.truncation import TruncationSpec, tail_weights
 
 Array = Any
 
@@ -101,10 +102,7 @@ class Spectrum:
     @property
     def _tails(self) -> np.ndarray:
         """``tail[r] = sum_{k>=r} s_k**2``, for ``r = 0..n``."""
-        sq = self._values**2
-        tails = np.zeros(len(sq) + 1)
-        tails[:-1] = np.cumsum(sq[::-1])[::-1]
-        return tails
+        return tail_weights(self._values**2)
 
     @property
     def weights(self) -> np.ndarray:
@@ -183,9 +181,7 @@ class Spectrum:
 
     def rank_for(self, rel_error: float) -> int:
         """The smallest rank ``r`` whose :meth:`rel_error` is at most ``rel_error``."""
-        rel_error = check_fraction(rel_error, "rel_error")
-        tails = self._tails
-        return int(np.flatnonzero(tails <= rel_error**2 * tails[0])[0])
+        return TruncationSpec.from_kwargs(rel_error=rel_error).kept_rank(self._values**2)
 
     # -- export ----------------------------------------------------------------
 

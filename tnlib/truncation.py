@@ -93,11 +93,14 @@ class TruncationSpec:
         if self.max_rank is not None:
             rank = min(rank, self.max_rank)
         if self.cutoff is not None:
-            rank = min(rank, int(np.count_nonzero(sq_values >= (self.cutoff**2) * sq_values[0])) if n else 0)
+            values = np.sqrt(sq_values)
+            rank = min(rank, int(np.count_nonzero(values >= self.cutoff * values[0])) if n else 0)
         if self.rel_error is not None:
             tails = tail_weights(sq_values, total_sq)
             total = tails[0]
-            meeting = np.flatnonzero(tails <= (self.rel_error**2) * total)
+            # a few ulps of slack, so that a target read off a curve, e.g.
+            # Spectrum.rel_error(r), gives back rank r despite rounding
+            meeting = np.flatnonzero(tails <= (self.rel_error**2) * total * (1 + 8 * np.finfo(float).eps))
             rank = min(rank, int(meeting[0]) if meeting.size else n)
         return rank
 

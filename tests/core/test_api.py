@@ -1,0 +1,70 @@
+"""The public surface: one word per concept, one default per option, and a torch-free core."""
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tnlib
+
+ROOT = Path(__file__).resolve().parents[2]
+PUBLIC_FUNCTIONS = {name: obj for name in tnlib.__all__ if inspect.isfunction(obj := getattr(tnlib, name))}
+
+#: Synonyms the field uses for our concepts; none may appear as a parameter name.
+SYNONYMS = {"chi", "bond_dim", "max_bond_dim", "eps", "tol_rel", "rtol", "threshold", "truncation_error",
+            "n_components", "k", "rank_max", "random_state", "rng", "backend", "axes_labels", "indices"}
+
+
+def test_no_synonyms_in_public_signatures():
+    for name, fn in PUBLIC_FUNCTIONS.items():
+        assert not SYNONYMS & set(inspect.signature(fn).parameters), name
+
+
+def test_shared_keywords_have_one_default_everywhere():
+    defaults = {}
+    for name, fn in PUBLIC_FUNCTIONS.items():
+        for param in inspect.signature(fn).parameters.values():
+            if param.default is not inspect.Parameter.empty:
+                defaults.setdefault(param.name, {})[name] = param.default
+    for keyword in ("max_rank", "rel_error", "cutoff", "seed", "labels"):
+        assert len(set(map(repr, defaults[keyword].values()))) == 1, (keyword, defaults[keyword])
+    assert set(defaults["method"].values()) == {"auto"}
+
+
+def test_truncating_functions_take_the_whole_vocabulary():
+    for fn in (tnlib.truncated_svd, tnlib.truncate):
+        assert {"max_rank", "rel_error", "cutoff", "method", "seed"} <= set(inspect.signature(fn).parameters)
+
+
+def test_every_public_name_is_documented():
+    api = (ROOT / "docs" / "api.md").read_text()
+    for name in tnlib.__all__:
+        assert re.search(rf"\b{name}\b", api), f"{name} missing from docs/api.md"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_FUNCTIONS))
+def test_documented_signatures_match_the_code(name):
+    """Every signature written as `name(...)` in docs/api.md has the code's defaults."""
+    api = (ROOT / "docs" / "api.md").read_text()
+    params = inspect.signature(PUBLIC_FUNCTIONS[name]).parameters.values()
+    for match in re.finditer(rf"\b{name}\(([^()]*)\)", api):
+        for piece in match.group(1).split(","):
+            key, _, value = piece.strip().partition("=")
+            param = next((p for p in params if p.name == key.strip()), None)
+            if value and param is not None:
+                assert value.strip() == repr(param.default), (name, key, value)
+
+
+def test_the_core_never_imports_torch_or_the_adapter():
+    code = "import sys, numpy, tnlib; tnlib.spectra(numpy.ones((2, 2, 2, 2))); " \
+           "print(sorted(m for m in ('torch', 'cupy', 'tnlib_torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    for path in (ROOT / "tnlib").rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^(import|from)\s+(torch|cupy|tnlib_torch)\b", text, re.M), path
+        if path.name != "_backend.py":  # the one home of backend-specific fast paths, imported lazily
+            assert not re.search(r"^\s+(import|from)\s+(torch|cupy|tnlib_torch)\b", text, re.M), path

@@ -1,0 +1,144 @@
+"""Bad input fails at the entry point with a message naming the argument."""
+
+import numpy as np
+import pytest
+
+import tnlib
+from tnlib import Cut
+
+GOOD = np.arange(24, dtype=np.float64).reshape(2, 3, 2, 2)
+MATRIX = np.arange(12, dtype=np.float64).reshape(3, 4)
+
+
+def entry_points(x):
+    """Every public function taking an array, called with otherwise valid arguments."""
+    return {
+        "truncated_svd": lambda: tnlib.truncated_svd(x.reshape(x.shape[0], -1) if x.ndim > 1 else x, max_rank=1),
+        "singular_values": lambda: tnlib.singular_values(x.reshape(x.shape[0], -1) if x.ndim > 1 else x),
+        "spectrum": lambda: tnlib.spectrum(x, "o|ihw"),
+        "spectra": lambda: tnlib.spectra(x),
+        "truncate": lambda: tnlib.truncate(x, "o|ihw", max_rank=1),
+        "matricize": lambda: tnlib.matricize(x, "o|ihw"),
+    }
+
+
+@pytest.mark.parametrize("name", list(entry_points(GOOD)))
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (np.where(GOOD == 5, np.nan, GOOD), ValueError, "NaN or Inf"),
+        (np.where(GOOD == 5, np.inf, GOOD), ValueError, "NaN or Inf"),
+        (GOOD.astype(np.int64), TypeError, "floating dtype.*int64"),
+        (GOOD > 3, TypeError, "floating dtype.*bool"),
+        (GOOD.astype(np.float16), TypeError, "floating dtype.*float16"),
+        (np.zeros((2, 0, 2, 2)), ValueError, "empty dimension"),
+    ],
+    ids=["nan", "inf", "int", "bool", "half", "empty"],
+)
+def test_bad_arrays_are_refused_everywhere(name, bad, error, message):
+    with pytest.raises(error, match=message):
+        entry_points(bad)[name]()
+
+
+def test_bad_arrays_are_refused_on_torch_too():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="tensor contains NaN"):
+        tnlib.spectra(torch.full((2, 2, 2, 2), float("nan")))
+    with pytest.raises(TypeError, match="floating dtype.*int64"):
+        tnlib.truncate(torch.ones((2, 2, 2, 2), dtype=torch.int64), "o|ihw")
+
+
+def test_non_arrays():
+    with pytest.raises(TypeError, match="m must be an array"):
+        tnlib.truncated_svd("not an array")
+    u, s, vh, info = tnlib.truncated_svd([[3.0, 0.0], [0.0, 1.0]], max_rank=1)  # array-likes are fine
+    assert info.rank == 1 and float(s[0]) == 3.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"max_rank": 0}, ValueError, "max_rank must be a positive integer.*got 0"),
+        ({"max_rank": -3}, ValueError, "max_rank"),
+        ({"max_rank": 2.5}, TypeError, "max_rank must be a positive integer"),
+        ({"max_rank": True}, TypeError, "max_rank"),
+        ({"rel_error": -0.1}, ValueError, r"rel_error must lie in \[0, 1\]"),
+        ({"rel_error": 1.5}, ValueError, "rel_error"),
+        ({"rel_error": float("nan")}, ValueError, "rel_error"),
+        ({"rel_error": "0.1"}, TypeError, "rel_error"),
+        ({"cutoff": -1e-3}, ValueError, "cutoff"),
+        ({"method": "qr"}, ValueError, "method must be one of 'auto', 'full', 'gram', 'randomized'; got 'qr'"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": "x"}, TypeError, "seed"),
+        ({"oversample": -1}, ValueError, "oversample"),
+        ({"power_iters": 1.0}, TypeError, "power_iters"),
+        ({"max_bond": 3}, TypeError, "max_bond"),  # unknown keywords are refused
+    ],
+)
+def test_bad_truncation_keywords(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        tnlib.truncated_svd(MATRIX, **kwargs)
+
+
+def test_bad_matrix_shape():
+    with pytest.raises(ValueError, match="m must have 2 dimensions, got shape"):
+        tnlib.truncated_svd(GOOD)
+    with pytest.raises(ValueError, match="m must have 2 dimensions"):
+        tnlib.singular_values(np.ones(3))
+
+
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        ("oihw", "exactly one '|'"),
+        ("o|i|hw", "exactly one '|'"),
+        ("|oihw", "empty side"),
+        ("oi|", "empty side"),
+        ("oo|ihw", "repeats label"),
+        ("o|ihx", "unknown label.*'x'.*missing label.*'w'"),
+        ("o|ih", "missing label.*'w'"),
+    ],
+)
+def test_bad_cuts(cut, message):
+    with pytest.raises(ValueError, match=message):
+        tnlib.spectrum(GOOD, cut)
+    with pytest.raises(ValueError, match=message):
+        tnlib.truncate(GOOD, cut, max_rank=1)
+
+
+def test_bad_cut_types_and_lists():
+    with pytest.raises(TypeError, match="cut must be a string"):
+        Cut(3)
+    with pytest.raises(ValueError, match="empty list"):
+        tnlib.truncate(GOOD, [], max_rank=1)
+    with pytest.raises(ValueError, match="one int per cut"):
+        tnlib.truncate(GOOD, ["o|ihw", "i|ohw"], max_rank=[1, 2, 3])
+    with pytest.raises(ValueError, match="max_rank"):
+        tnlib.truncate(GOOD, ["o|ihw", "i|ohw"], max_rank=[1, 0])
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ("oih", "one label per index: the tensor has 4"),
+        ("oihwx", "one label per index"),
+        ("oiho", "labels must be distinct"),
+        ("oi|h", "must not contain"),
+        (["o", "i", "hw"], "one-character labels"),
+    ],
+)
+def test_bad_labels(labels, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        tnlib.spectra(GOOD, labels=labels)
+
+
+def test_all_cuts_needs_two_labels():
+    with pytest.raises(ValueError, match="at least two"):
+        tnlib.all_cuts("o")
+
+
+def test_spectrum_method_and_rank_for():
+    with pytest.raises(ValueError, match="method must be one of 'auto', 'full', 'gram'"):
+        tnlib.spectra(GOOD, method="randomized")
+    with pytest.raises(ValueError, match="rel_error"):
+        tnlib.spectrum(GOOD, "o|ihw").rank_for(-0.5)
