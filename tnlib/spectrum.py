@@ -35,14 +35,18 @@ Array = Any
 
 
 def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha >= 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a real number >= 0 (or math.inf), got {alpha!r}")
+    if not alpha >= 0:
         raise ValueError(f"alpha must be a real number >= 0 (or math.inf), got {alpha!r}")
     return float(alpha)
 
 
 def _check_base(base: Any) -> float:
-    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not (base > 0 and base != 1):
-        raise ValueError(f"base must be a positive real number other than 1, got {base!r}")
+    if isinstance(base, bool) or not isinstance(base, numbers.Real):
+        raise TypeError(f"base must be a finite positive real number other than 1, got {base!r}")
+    if not (0 < base < math.inf and base != 1):
+        raise ValueError(f"base must be a finite positive real number other than 1, got {base!r}")
     return float(base)
 
 
@@ -239,7 +243,8 @@ def spectrum(
     >>> sp.rank, round(sp.entropy(), 6)
     (1, 0.0)
     """
-    return spectra(tensor, labels, cuts=[cut], method=method)[str(cut)]
+    (result,) = spectra(tensor, labels, cuts=[cut], method=method).values()
+    return result
 
 
 def spectra(
@@ -279,7 +284,8 @@ def spectra(
         sides[c] = left if prod(dims[l] for l in left) <= prod(dims[l] for l in right) else right
 
     solver = _GramSpectra(x, labels) if method == "gram" else _DirectSpectra(x, labels)
-    values = {side: solver.squared_values(side) for side in sorted(set(sides.values()), key=solver.size, reverse=True)}
+    order = sorted(set(sides.values()), key=lambda side: (-solver.size(side), side))  # largest first, reproducibly
+    values = {side: solver.squared_values(side) for side in order}
     hosted = dict(zip(values, (np.sqrt(v) for v in _to_host_all(list(values.values())))))
     return {str(c): Spectrum(hosted[sides[c]], c, cut_matrix_shape(x.shape, c, labels)) for c in chosen}
 

@@ -27,14 +27,19 @@ Methods (a registry: every entry is tested by looping over ``SVD_METHODS``):
     re-orthonormalized by QR, then an exact SVD of the small projected matrix.
     Needs ``max_rank``.  Seeded and deterministic for a given ``seed``.
 ``"auto"``
-    ``"randomized"`` when ``max_rank`` asks for at most a quarter of the
-    spectrum of a matrix with at least 65,536 entries; otherwise ``"gram"`` for
+    ``"randomized"`` when ``4 * (max_rank + oversample) <= min(m, n)`` and the
+    matrix has at least 65,536 entries; otherwise ``"gram"`` for
     single-precision input and ``"full"`` for double precision.
 
 All methods project ``A`` orthogonally onto the kept left singular subspace, so
-the reported error ``||A - U S Vh||_F**2 = ||A||_F**2 - sum_kept s_k**2`` is
-exact.  Signs are deterministic: in each column of ``U`` the entry of largest
-magnitude is real and positive.
+the reported error ``||A - U S Vh||_F**2 = ||A||_F**2 - sum_kept s_k**2`` holds
+exactly in exact arithmetic.  In floating point, ``"full"`` reports it to
+machine precision; ``"gram"`` and ``"randomized"`` obtain the discarded weight
+by subtraction or from eigenvalues, so small errors are reported to an absolute
+accuracy of about ``1e-8`` (the square root of double-precision epsilon).
+
+Signs are deterministic: in each column of ``U`` the entry of largest magnitude
+is real and positive.
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ def _svd_gram(a, spec, rng, oversample, power_iters):
     sq = B.to_host(evals).astype(np.float64)
     rank = spec.kept_rank(sq)
     info = TruncationInfo.from_spectrum(sq, rank)
-    if rank and sq[rank - 1] < (GRAM_RELIABLE_FRACTION**2) * sq[0]:
+    if rank and sq[rank - 1] <= (GRAM_RELIABLE_FRACTION**2) * sq[0]:  # also a zero matrix
         u, s, vh, _ = _svd_full(a, TruncationSpec(max_rank=rank), rng, oversample, power_iters)
         return u, s, vh, info
     basis = _flip(evecs)[:, :rank]

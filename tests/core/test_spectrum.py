@@ -60,6 +60,10 @@ def test_spectrum_validates_its_values():
         Spectrum([1.0]).entropy(alpha=-1)
     with pytest.raises(ValueError, match="base"):
         Spectrum([1.0]).entropy(base=1)
+    with pytest.raises(ValueError, match="base"):
+        Spectrum([1.0]).entropy(base=float("inf"))
+    with pytest.raises(TypeError, match="alpha"):
+        Spectrum([1.0]).entropy(alpha="2")
     with pytest.raises(ValueError, match="rank"):
         Spectrum([1.0]).rel_error(-1)
 
@@ -79,6 +83,22 @@ def test_spectra_of_every_cut_match_lapack(backend, rng, dtype):
         assert sp.matrix_shape == m.shape and sp.cut == cut
         np.testing.assert_allclose(sp.singular_values, expected, atol=tol * expected[0])
         assert sp.entropy() == pytest.approx(Spectrum(expected).entropy(), abs=tol * 10)
+
+
+def test_spectrum_accepts_cuts_with_spaces_and_cut_objects(rng):
+    k = rng.standard_normal((3, 2, 2, 2))
+    assert tnlib.spectrum(k, "oi | hw") == tnlib.spectrum(k, tnlib.Cut("oi|hw")) == tnlib.spectra(k)["oi|hw"]
+
+
+def test_spectra_are_reproducible_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, tnlib; k = np.random.default_rng(0).standard_normal((16, 16, 4, 4)).astype('f4');"
+            "print([v.singular_values.tobytes().hex() for v in tnlib.spectra(k).values()])")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(4)}
+    assert len(outs) == 1
 
 
 def test_spectrum_of_one_cut_equals_spectra_entry_and_mirror(rng):

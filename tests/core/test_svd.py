@@ -80,6 +80,16 @@ def test_gram_on_rank_deficient_matrix_still_gives_orthonormal_factors(backend, 
     np.testing.assert_allclose(check_factors(backend, a, u, s, vh, 1e-12), a, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64])
+@pytest.mark.parametrize("method", list(SVD_METHODS))
+def test_zero_matrix_gives_finite_factors(backend, method, dtype):
+    u, s, vh, info = tnlib.truncated_svd(backend.asarray(np.zeros((30, 40), dtype)), max_rank=3, method=method, seed=0)
+    assert info.rel_error == 0.0 and np.all(np.isfinite(backend.to_numpy(vh)))
+    assert np.all(backend.to_numpy(s) == 0)
+    _, _, vh, _ = tnlib.truncated_svd(backend.asarray(np.zeros((3, 4), dtype)), method=method, max_rank=1)
+    assert np.all(np.isfinite(backend.to_numpy(vh)))
+
+
 def test_randomized_is_near_optimal_on_a_full_rank_decaying_spectrum(rng):
     s_true = 1.0 / np.arange(1, 201)
     a = planted_matrix(rng, 300, 200, s_true)
