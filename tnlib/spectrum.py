@@ -276,12 +276,16 @@ def spectra(
         method = "gram" if B.dtype_name(x) in ("float32", "complex64") else "full"
     dims = dict(zip(labels, x.shape))
 
-    # The side of each cut whose Gram matrix is smaller, with size-1 legs removed.
+    # The side of each cut whose Gram matrix is smaller, with size-1 legs removed;
+    # ties go to the side holding the earlier label, so mirrored cuts pick the same side.
+    def side_key(side: str) -> tuple[int, list[int]]:
+        return prod(dims[l] for l in side), [labels.index(l) for l in side]
+
     sides: dict[Cut, str] = {}
     for c in chosen:
         left = "".join(l for l in labels if l in c.left and dims[l] > 1)
         right = "".join(l for l in labels if l in c.right and dims[l] > 1)
-        sides[c] = left if prod(dims[l] for l in left) <= prod(dims[l] for l in right) else right
+        sides[c] = min(left, right, key=side_key)
 
     solver = _GramSpectra(x, labels) if method == "gram" else _DirectSpectra(x, labels)
     order = sorted(set(sides.values()), key=lambda side: (-solver.size(side), side))  # largest first, reproducibly

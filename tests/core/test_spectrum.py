@@ -9,7 +9,7 @@ import pytest
 import tnlib
 from tests.oracles import planted_kernel
 from tnlib import Spectrum, all_cuts
-from tnlib.spectrum import _GramSpectra
+from tnlib.spectrum import _DirectSpectra, _GramSpectra
 
 
 def test_entropies_by_hand():
@@ -141,6 +141,22 @@ def test_size_one_legs_and_one_by_one_kernels(rng):
     for cut in ("h|oiw", "w|oih", "oi|hw"):
         np.testing.assert_allclose(result[cut].singular_values, [np.linalg.norm(k)], rtol=1e-12)
         assert result[cut].entropy() == 0.0 and result[cut].matrix_shape[0] * result[cut].matrix_shape[1] == 20
+
+
+@pytest.mark.parametrize("solver", [_GramSpectra, _DirectSpectra])
+def test_spectra_solve_each_distinct_matricization_once(monkeypatch, rng, solver):
+    solved, original = [], solver.squared_values
+
+    def counting(self, side):
+        solved.append(side)
+        return original(self, side)
+
+    monkeypatch.setattr(solver, "squared_values", counting)
+    method = "gram" if solver is _GramSpectra else "full"
+    result = tnlib.spectra(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), method=method)
+    # the four cuts separating o from i share one solve; the three others are the norm
+    assert sorted(solved) == ["", "o"]
+    assert len({r.singular_values.tobytes() for r in result.values()}) == 2
 
 
 def test_other_orders_and_labels(rng):
