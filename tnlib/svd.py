@@ -16,20 +16,24 @@ Methods (a registry: every entry is tested by looping over ``SVD_METHODS``):
     formed in double precision.  Costs one matrix product plus an eigensolve of
     size ``min(m, n)``: the fastest exact route for very rectangular matrices and
     for singular values alone.  Accuracy: squaring the matrix squares its
-    condition number, so ``s_k`` carries an absolute error of about
-    ``eps64 * s_max**2 / s_k`` -- as accurate as a single-precision SVD for
-    float32 input, but singular values below ``~1e-8 s_max`` lose their relative
-    accuracy.  When the kept values reach that far down the factors are taken
-    from the ``"full"`` method instead.
+    condition number, so ``s_k`` carries a relative error of about
+    ``eps64 * (s_max / s_k)**2`` -- below ``1e-4`` for ``s_k >= 1e-6 s_max``,
+    better than a single-precision SVD for float32 input, but values far below
+    that lose their relative accuracy.  When the kept values reach below
+    ``1e-6 s_max`` the factors are taken from the ``"full"`` method instead.
 ``"randomized"``
     Halko, Martinsson and Tropp (2011), Algorithm 4.4: a Gaussian sketch with
-    ``oversample`` extra columns and ``power_iters`` power iterations, each
-    re-orthonormalized by QR, then an exact SVD of the small projected matrix.
-    Needs ``max_rank``.  Seeded and deterministic for a given ``seed``.
+    ``oversample`` extra columns and ``power_iters`` power iterations, the basis
+    re-orthonormalized after every product (by whitening with the eigenvectors
+    of its small Gram matrix, twice at the end, as in CholeskyQR2), then the
+    exact SVD of the small projected matrix (Rayleigh-Ritz).  Needs
+    ``max_rank``.  Seeded and deterministic for a given ``seed``.
 ``"auto"``
-    ``"randomized"`` when ``4 * (max_rank + oversample) <= min(m, n)`` and the
-    matrix has at least 65,536 entries; otherwise ``"gram"`` for
-    single-precision input and ``"full"`` for double precision.
+    With ``max_rank``: whichever of ``"gram"`` and ``"randomized"`` a flop
+    model of the two says is cheaper (``"gram"``: a Gram product and an
+    eigensolve of size ``min(m, n)``; ``"randomized"``: ``2 power_iters + 2``
+    products with a sketch of ``max_rank + oversample`` columns).  Without it:
+    ``"gram"`` for single-precision input and ``"full"`` for double precision.
 
 All methods project ``A`` orthogonally onto the kept left singular subspace, so
 the reported error ``||A - U S Vh||_F**2 = ||A||_F**2 - sum_kept s_k**2`` holds
@@ -56,9 +60,9 @@ from tnlib.truncation import TruncationInfo, TruncationSpec
 
 Array = Any
 
-#: Singular values below this fraction of ``s_max`` are beyond what a Gram
-#: eigensolve in double precision resolves (``sqrt(eps64)``).
-GRAM_RELIABLE_FRACTION = 1e-7
+#: Kept singular values below this fraction of ``s_max`` are not resolved to a
+#: relative accuracy of 1e-4 by a Gram eigensolve in double precision.
+GRAM_RELIABLE_FRACTION = 1e-6
 
 _SINGLE_PRECISION = ("float32", "complex64")
 
@@ -131,9 +135,31 @@ def _svd_gram(a, spec, rng, oversample, power_iters):
     return B.astype(u, dtype), B.astype(s, B.real_dtype_name(a)), B.astype(vh, dtype), info
 
 
-def _orthonormal_basis(y: Array) -> Array:
-    q, _ = ar.do("linalg.qr", y)
-    return q
+def _orthonormal_basis(y: Array, passes: int = 1) -> Array:
+    """Orthonormal columns spanning the numerical range of ``y``.
+
+    Each pass whitens ``y`` with the eigendecomposition of its small Gram matrix
+    ``y^H y = V diag(l) V^H`` (formed in double precision): ``y <- y V l^-1/2``,
+    dropping directions with ``l_k <= 1e-13 l_max``, which are rounding noise.
+    One pass gives a well-conditioned basis (orthogonal to about ``eps *
+    l_max / l_min``); a second pass makes it orthonormal to working precision,
+    as in CholeskyQR2.  Unlike Householder QR this is all matrix products, and
+    it tolerates rank deficiency.
+    """
+    dtype = B.dtype_name(y)
+    for _ in range(passes):
+        if y.shape[1] == 0:
+            break
+        w = B.astype(y, B.WORKING_DTYPES[dtype])
+        evals, evecs = ar.do("linalg.eigh", B.conj_transpose(w) @ w)
+        host = B.to_host(evals)
+        first = int(np.count_nonzero(host <= _RANGE_TOLERANCE * max(host[-1], 0.0))) if host[-1] > 0 else len(host)
+        evals, evecs = evals[first:], evecs[:, first:]
+        y = B.astype(w @ (evecs / ar.do("sqrt", evals)[None, :]), dtype)
+    return y
+
+
+_RANGE_TOLERANCE = 1e-13
 
 
 def _svd_randomized(a, spec, rng, oversample, power_iters):
@@ -141,12 +167,17 @@ def _svd_randomized(a, spec, rng, oversample, power_iters):
         raise ValueError("method='randomized' needs max_rank (the rank to sketch for)")
     m, n = a.shape
     width = min(spec.max_rank + oversample, m, n)
-    omega = B.from_numpy(rng.standard_normal((n, width)), like=a)
+    sample_dtype = np.float32 if B.real_dtype_name(a) == "float32" else np.float64
+    omega = B.from_numpy(rng.standard_normal((n, width), dtype=sample_dtype), like=a)
     ah = B.conj_transpose(a)
     q = _orthonormal_basis(a @ omega)
     for _ in range(power_iters):
         q = _orthonormal_basis(a @ _orthonormal_basis(ah @ q))
-    ub, s, vh = B.svd(B.conj_transpose(q) @ a)
+    q = _orthonormal_basis(q)  # the second pass: orthonormal to working precision
+    if q.shape[1] == 0:  # the sketch found no range: a zero matrix
+        return _svd_full(a, spec, rng, oversample, power_iters)
+    # Rayleigh-Ritz: the exact SVD of the small projection B = Q^H A
+    ub, s, vh, _ = _svd_gram(B.conj_transpose(q) @ a, TruncationSpec(), rng, oversample, power_iters)
     total_sq = B.frobenius_norm(a) ** 2
     sq = B.to_host(s).astype(np.float64) ** 2
     rank = spec.kept_rank(sq, total_sq)
@@ -170,11 +201,20 @@ def _exact_method(a: Array) -> str:
     return "gram" if B.dtype_name(a) in _SINGLE_PRECISION else "full"
 
 
-def _auto_method(a: Array, spec: TruncationSpec, oversample: int) -> str:
-    m, n = a.shape
-    if spec.max_rank is not None and 4 * (spec.max_rank + oversample) <= min(m, n) and m * n >= 1 << 16:
-        return "randomized"
-    return _exact_method(a)
+def _auto_method(a: Array, spec: TruncationSpec, oversample: int, power_iters: int) -> str:
+    """The cheaper of ``"gram"`` and ``"randomized"`` by a flop model, when a rank is asked for."""
+    if spec.max_rank is None:
+        return _exact_method(a)
+    short, long = sorted(a.shape)
+    width = min(spec.max_rank + oversample, short)
+    gram_cost = 2 * short**2 * long + GRAM_EIGH_FLOPS * short**3
+    sketch_cost = 2 * (2 * power_iters + 2) * short * long * width + 4 * (2 * power_iters + 3) * long * width**2
+    return "randomized" if width < short and sketch_cost < gram_cost else "gram"
+
+
+#: Flops per ``n**3`` charged for a dense symmetric eigensolve with vectors
+#: (tridiagonal reduction, much of it memory-bound, and back-transformation).
+GRAM_EIGH_FLOPS = 20
 
 
 # ------------------------------------------------------------------ public API
@@ -254,7 +294,7 @@ def truncated_svd_checked(
 ) -> tuple[Array, Array, Array, TruncationInfo]:
     """:func:`truncated_svd` on arguments that were already validated."""
     if method == "auto":
-        method = _auto_method(a, spec, oversample)
+        method = _auto_method(a, spec, oversample, power_iters)
     rng = np.random.default_rng() if rng is None else rng
     u, s, vh, info = SVD_METHODS[method](a, spec, rng, oversample, power_iters)
     u, vh = _fix_signs(u, vh)

@@ -140,14 +140,17 @@ def test_full_falls_back_to_gesvd_when_gesdd_fails(monkeypatch, rng):
     np.testing.assert_allclose(s, SPECTRUM[:3], rtol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(400, 200), (200, 400)])
-def test_auto_method_choice(shape):
-    a32, a64 = np.zeros(shape, np.float32), np.zeros(shape)
-    assert _auto_method(a64, TruncationSpec(max_rank=40), 10) == "randomized"  # 4 * 50 <= 200
-    assert _auto_method(a64, TruncationSpec(max_rank=41), 10) == "full"
-    assert _auto_method(a32, TruncationSpec(max_rank=41), 10) == "gram"
-    assert _auto_method(a64, TruncationSpec(rel_error=0.1), 10) == "full"
-    assert _auto_method(np.zeros((20, 10)), TruncationSpec(max_rank=1), 0) == "full"  # too small to sketch
+@pytest.mark.parametrize("transpose", [False, True])
+def test_auto_method_choice(transpose):
+    def chosen(shape, dtype=np.float64, **kwargs):
+        shape = shape[::-1] if transpose else shape
+        return _auto_method(np.zeros(shape, dtype), TruncationSpec(**kwargs), 10, 4)
+
+    assert chosen((512, 4608), max_rank=64) == "randomized"  # 10 products of 74 columns beat the Gram
+    assert chosen((256, 4608), max_rank=64) == "gram"  # a small Gram is cheaper than sketching
+    assert chosen((512, 4608), max_rank=500) == "gram"  # the sketch would be the whole matrix
+    assert chosen((512, 4608), np.float32, rel_error=0.1) == "gram"  # exact: Gram in double precision
+    assert chosen((512, 4608), rel_error=0.1) == "full"  # exact: LAPACK for double precision
 
 
 @pytest.mark.parametrize("method", ["auto", *VALUE_METHODS])
