@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Sequence
+from functools import partial
 from math import prod
 from typing import Any
 
@@ -276,22 +277,37 @@ def spectra(
         method = "gram" if B.dtype_name(x) in ("float32", "complex64") else "full"
     dims = dict(zip(labels, x.shape))
 
-    # The side of each cut whose Gram matrix is smaller, with size-1 legs removed;
-    # ties go to the side holding the earlier label, so mirrored cuts pick the same side.
-    def side_key(side: str) -> tuple[int, list[int]]:
-        return prod(dims[l] for l in side), [labels.index(l) for l in side]
-
-    sides: dict[Cut, str] = {}
-    for c in chosen:
-        left = "".join(l for l in labels if l in c.left and dims[l] > 1)
-        right = "".join(l for l in labels if l in c.right and dims[l] > 1)
-        sides[c] = min(left, right, key=side_key)
-
+    sides = _choose_sides(chosen, labels, dims)
     solver = _GramSpectra(x, labels) if method == "gram" else _DirectSpectra(x, labels)
     order = sorted(set(sides.values()), key=lambda side: (-solver.size(side), side))  # largest first, reproducibly
     values = {side: solver.squared_values(side) for side in order}
     hosted = dict(zip(values, (np.sqrt(v) for v in _to_host_all(list(values.values())))))
     return {str(c): Spectrum(hosted[sides[c]], c, cut_matrix_shape(x.shape, c, labels)) for c in chosen}
+
+
+def _choose_sides(cuts: list[Cut], labels: str, dims: dict[str, int]) -> dict[Cut, str]:
+    """For each cut, the side whose Gram matrix is smaller, size-1 labels removed.
+
+    Between sides of equal size the one sharing fewer labels with the sides
+    already chosen wins (then the one holding the earlier label), so that more
+    small sides lie inside a chosen larger one and come by partial trace: for a
+    square kernel ``oh|iw`` and ``ow|ih`` become ``oh`` and ``ih``, which hold
+    ``o`` and ``i``.  Mirrored cuts get the same side.
+    """
+    def key(side: str, used: set[str]) -> tuple:
+        return prod(dims[l] for l in side), len(used & set(side)), [labels.index(l) for l in side]
+
+    sides: dict[Cut, str] = {}
+    used: set[str] = set()
+    for c in cuts:
+        if c in sides:
+            continue
+        left = "".join(l for l in labels if l in c.left and dims[l] > 1)
+        right = "".join(l for l in labels if l in c.right and dims[l] > 1)
+        sides[c] = min(left, right, key=partial(key, used=set(used)))
+        if len(sides[c]) > 1:
+            used |= set(sides[c])
+    return sides
 
 
 def _to_host_all(arrays: list[Array]) -> list[np.ndarray]:
