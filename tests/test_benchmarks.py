@@ -1,0 +1,31 @@
+"""The benchmarks run (a quick smoke run; speed is never asserted in a test)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torch")
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=ROOT, check=True,
+                   capture_output=True, text=True, timeout=300)
+    data = json.loads(out.read_text())
+    assert data["quick"] is True and {"svd", "spectra"} <= set(data["benchmarks"])
+    for sections in data["benchmarks"].values():
+        for section in sections:
+            assert section["rows"], section["title"]
+            for row in section["rows"]:
+                assert row["ours"]["best_ms"] > 0 and row["peer_time"]["best_ms"] > 0
+                for error in (row["ours_error"], row["peer_error"]):
+                    assert error is None or (math.isfinite(error) and 0 <= error < 1)
+    svd = data["benchmarks"]["svd"][0]["rows"]
+    optimal = svd[0]["extra"]["optimal error"]
+    assert all(row["ours_error"] <= 1.05 * optimal for row in svd)  # ours stays near Eckart-Young
