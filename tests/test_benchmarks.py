@@ -21,7 +21,8 @@ def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
     assert data["quick"] is True and {"svd", "spectra"} <= set(data["benchmarks"])
     for sections in data["benchmarks"].values():
         for section in sections:
-            assert section["rows"], section["title"]
+            if not section["rows"]:  # only a section on data this machine lacks may be empty, and says so
+                assert any(note.startswith("skipped:") for note in section["notes"]), section["title"]
             for row in section["rows"]:
                 assert row["ours"]["best_ms"] > 0 and row["peer_time"]["best_ms"] > 0
                 for error in (row["ours_error"], row["peer_error"]):
