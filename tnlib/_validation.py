@@ -53,22 +53,24 @@ def check_array(x: Any, name: str = "tensor", ndim: int | None = None, min_ndim:
     return x
 
 
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """An integer >= ``minimum`` (bools refused)."""
+    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {kind}, got {_describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {kind} (>= {minimum}), got {value}")
+    return int(value)
+
+
 def check_positive_int(value: Any, name: str) -> int:
     """An integer >= 1 (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {_describe(value)}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
-    return int(value)
+    return check_int(value, name, 1)
 
 
 def check_nonnegative_int(value: Any, name: str) -> int:
     """An integer >= 0 (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a non-negative integer, got {_describe(value)}")
-    if value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value}")
-    return int(value)
+    return check_int(value, name, 0)
 
 
 def check_fraction(value: Any, name: str) -> float:
