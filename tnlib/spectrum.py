@@ -29,7 +29,7 @@ import numpy as np
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice
 from tnlib.cuts import Cut, CutLike, all_cuts, as_cut, cut_matrix_shape, matricize_checked, resolve_labels
-from tnlib.svd import VALUE_METHODS, squared_singular_values
+from tnlib.svd import VALUE_METHODS, exact_method, squared_singular_values
 from tnlib.truncation import TruncationSpec, tail_weights
 
 Array = Any
@@ -274,7 +274,7 @@ def spectra(
     check_choice(method, "method", ("auto", *VALUE_METHODS))
     chosen = all_cuts(labels) if cuts is None else [as_cut(c, labels) for c in cuts]
     if method == "auto":
-        method = "gram" if B.dtype_name(x) in ("float32", "complex64") else "full"
+        method = exact_method(x)
     dims = dict(zip(labels, x.shape))
 
     sides = _choose_sides(chosen, labels, dims)

@@ -205,14 +205,15 @@ VALUE_METHODS: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def _exact_method(a: Array) -> str:
+def exact_method(a: Array) -> str:
+    """The exact values solver ``"auto"`` means: Gram (in double) for single precision, else LAPACK."""
     return "gram" if B.dtype_name(a) in _SINGLE_PRECISION else "full"
 
 
 def _auto_method(a: Array, spec: TruncationSpec, oversample: int, power_iters: int) -> str:
     """The cheaper of ``"gram"`` and ``"randomized"`` by a flop model, when a rank is asked for."""
     if spec.max_rank is None:
-        return _exact_method(a)
+        return exact_method(a)
     short, long = sorted(a.shape)
     width = min(spec.max_rank + oversample, short)
     gram_cost = 2 * short**2 * long + GRAM_EIGH_FLOPS * short**3
@@ -314,7 +315,7 @@ def squared_singular_values(a: Array, method: str = "auto") -> Array:
     for real input), on the array's backend.  ``method``: ``"auto"``, ``"full"``
     or ``"gram"``."""
     if method == "auto":
-        method = _exact_method(a)
+        method = exact_method(a)
     return VALUE_METHODS[method](a)
 
 
