@@ -157,9 +157,10 @@ def _orthonormal_basis(y: Array, passes: int = 1, precise: bool = True) -> Array
             break
         w = B.astype(y, B.WORKING_DTYPES[dtype]) if precise else y
         evals, evecs = ar.do("linalg.eigh", B.astype(B.conj_transpose(w) @ w, B.WORKING_DTYPES[dtype]))
-        top = float(B.to_host(evals)[-1])
-        if precise or top <= 0:
-            first = int(np.count_nonzero(B.to_host(evals) <= _RANGE_TOLERANCE * top)) if top > 0 else len(evals)
+        host = B.to_host(evals)
+        top = max(float(host[-1]), 0.0)
+        if precise or top == 0.0:  # drop the noise (all of it for a zero y)
+            first = int(np.count_nonzero(host <= _RANGE_TOLERANCE * top))
             evals, evecs = evals[first:], evecs[:, first:]
         else:
             evals = ar.do("clip", evals, _RANGE_TOLERANCE * top, None)
