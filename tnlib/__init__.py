@@ -2,12 +2,13 @@
 
 The core is pure math on numpy, cupy or torch arrays (dispatched through
 autoray): truncated SVD, cuts (bipartitions of labelled indices) and their
-entanglement spectra, and truncation along cuts, all sharing one truncation
+entanglement spectra, truncation along cuts and matrix product states, all sharing one truncation
 vocabulary (``max_rank``, ``rel_error``, ``cutoff``) and reporting what they
 discarded in a :class:`TruncationInfo`.
 """
 
 from tnlib.cuts import KERNEL_LABELS, Cut, all_cuts, matricize, truncate
+from tnlib.decompositions.mps import MPS, mps
 from tnlib.spectrum import Spectrum, spectra, spectrum
 from tnlib.svd import SVD_METHODS, VALUE_METHODS, singular_values, truncated_svd
 from tnlib.truncation import TruncationInfo
@@ -19,10 +20,12 @@ __all__ = [
     "SVD_METHODS",
     "VALUE_METHODS",
     "Cut",
+    "MPS",
     "Spectrum",
     "TruncationInfo",
     "all_cuts",
     "matricize",
+    "mps",
     "singular_values",
     "spectra",
     "spectrum",
