@@ -29,10 +29,11 @@ Methods (a registry: every entry is tested by looping over ``SVD_METHODS``):
     exact SVD of the small projected matrix (Rayleigh-Ritz).  Needs
     ``max_rank``.  Seeded and deterministic for a given ``seed``.
 ``"auto"``
-    With ``max_rank``: whichever of ``"gram"`` and ``"randomized"`` a flop
-    model of the two says is cheaper (``"gram"``: a Gram product and an
-    eigensolve of size ``min(m, n)``; ``"randomized"``: ``2 power_iters + 2``
-    products with a sketch of ``max_rank + oversample`` columns).  Without it:
+    With ``max_rank``: ``"randomized"`` when a flop model says it is at least
+    twice cheaper than ``"gram"`` (a Gram product and an eigensolve of size
+    ``min(m, n)``, against ``2 power_iters + 2`` products with a sketch of
+    ``max_rank + oversample`` columns), so that the exact result is kept
+    whenever it is affordable; otherwise ``"gram"``.  Without ``max_rank``:
     ``"gram"`` for single-precision input and ``"full"`` for double precision.
 
 All methods project ``A`` orthogonally onto the kept left singular subspace, so
@@ -212,15 +213,19 @@ def exact_method(a: Array) -> str:
 
 
 def _auto_method(a: Array, spec: TruncationSpec, oversample: int, power_iters: int) -> str:
-    """The cheaper of ``"gram"`` and ``"randomized"`` by a flop model, when a rank is asked for."""
+    """``"randomized"`` when a flop model makes it ``SKETCH_ADVANTAGE`` times cheaper than ``"gram"``."""
     if spec.max_rank is None:
         return exact_method(a)
     short, long = sorted(a.shape)
     width = min(spec.max_rank + oversample, short)
     gram_cost = 2 * short**2 * long + GRAM_EIGH_FLOPS * short**3
     sketch_cost = 2 * (2 * power_iters + 2) * short * long * width + 4 * (2 * power_iters + 3) * long * width**2
-    return "randomized" if width < short and sketch_cost < gram_cost else "gram"
+    return "randomized" if width < short and SKETCH_ADVANTAGE * sketch_cost < gram_cost else "gram"
 
+
+#: How many times cheaper (by the flop model) the sketch must be before ``"auto"``
+#: gives up the exact Gram route for the near-optimal randomized one.
+SKETCH_ADVANTAGE = 2
 
 #: Flops per ``n**3`` charged for a dense symmetric eigensolve with vectors
 #: (tridiagonal reduction, much of it memory-bound, and back-transformation).

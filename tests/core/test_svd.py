@@ -146,9 +146,9 @@ def test_auto_method_choice(transpose):
         shape = shape[::-1] if transpose else shape
         return _auto_method(np.zeros(shape, dtype), TruncationSpec(**kwargs), 10, 4)
 
-    assert chosen((512, 4608), max_rank=64) == "randomized"  # 10 products of 74 columns beat the Gram
-    assert chosen((256, 4608), max_rank=64) == "gram"  # a small Gram is cheaper than sketching
-    assert chosen((512, 4608), max_rank=500) == "gram"  # the sketch would be the whole matrix
+    assert chosen((2048, 8192), max_rank=32) == "randomized"  # 10 thin products are far cheaper
+    assert chosen((512, 4608), max_rank=64) == "gram"  # comparable costs: the exact route
+    assert chosen((2048, 8192), max_rank=1500) == "gram"  # the sketch would be most of the matrix
     assert chosen((512, 4608), np.float32, rel_error=0.1) == "gram"  # exact: Gram in double precision
     assert chosen((512, 4608), rel_error=0.1) == "full"  # exact: LAPACK for double precision
 
