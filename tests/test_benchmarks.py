@@ -1,5 +1,6 @@
 """The benchmarks run (a quick smoke run; speed is never asserted in a test)."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -18,7 +19,7 @@ def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
     subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=ROOT, check=True,
                    capture_output=True, text=True, timeout=300)
     data = json.loads(out.read_text())
-    assert data["quick"] is True and {"svd", "spectra"} <= set(data["benchmarks"])
+    assert data["quick"] is True and {"svd", "spectra", "mps"} <= set(data["benchmarks"])
     for sections in data["benchmarks"].values():
         for section in sections:
             if not section["rows"]:  # only a section on data this machine lacks may be empty, and says so
@@ -30,3 +31,8 @@ def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
     svd = data["benchmarks"]["svd"][0]["rows"]
     optimal = svd[0]["extra"]["optimal error"]
     assert all(row["ours_error"] <= 1.05 * optimal for row in svd)  # ours stays near Eckart-Young
+    mps = data["benchmarks"]["mps"][0]["rows"]  # synthetic kernels: one row per shape and installed peer
+    peers = [name for name, module in (("tensorly tensor_train", "tensorly"), ("quimb MPS.from_dense", "quimb"))
+             if importlib.util.find_spec(module) is not None]
+    assert {row["peer"] for row in mps} == set(peers) and len(mps) == 2 * len(peers)
+    assert all(row["ours_error"] <= row["extra"]["optimal error"] * (1 + 1e-9) for row in mps)  # TT-SVD is optimal here
