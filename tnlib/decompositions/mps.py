@@ -276,11 +276,7 @@ class MPS:
         for k in range(self.num_sites - 1, 0, -1):
             left, dim, right = out.cores[k].shape
             matrix = ar.do("reshape", out.cores[k], (left, dim * right))
-            step = TruncationSpec(bounds[k - 1], budget.next_step(), spec.cutoff)
-            u, s, vh, info = truncated_svd_checked(matrix, step, "full")
-            if info.rank == 0:
-                u, s, vh, info = truncated_svd_checked(matrix, TruncationSpec(max_rank=1), "full")
-            budget.spend(info)
+            u, s, vh, info = budget.truncate(matrix, bounds[k - 1], spec.cutoff, "full")
             out.cores[k] = ar.do("reshape", vh, (vh.shape[0], dim, right))
             out.cores[k - 1] = ar.do("einsum", "adb,bc->adc", out.cores[k - 1], u * s[None, :])
             steps.append(info)
@@ -350,7 +346,7 @@ def _embed(core: Array, which: int, left: tuple[int, int], right: tuple[int, int
 
 
 class _ErrorBudget:
-    """Spends ``(rel_error * norm)**2`` over ``bonds`` orthogonal truncations."""
+    """Spends ``(rel_error * norm)**2`` over ``bonds`` orthogonal truncations, one at a time."""
 
     def __init__(self, norm: float, rel_error: float | None, bonds: int) -> None:
         self.norm, self.rel_error, self.bonds = norm, rel_error, bonds
@@ -363,11 +359,27 @@ class _ErrorBudget:
         left_sq = max((self.rel_error * self.norm) ** 2 - self.spent_sq, 0.0) / (self.bonds - self.done)
         return min(math.sqrt(left_sq / self.current_sq), 1.0) if self.current_sq > 0 else 0.0
 
-    def spend(self, info: TruncationInfo) -> None:
+    def truncate(
+        self,
+        matrix: Array,
+        max_bond: int | None,
+        cutoff: float | None,
+        method: str,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[Array, Array, Array, TruncationInfo]:
+        """Truncated SVD of the next bond's matrix within the budget, keeping at least one value.
+
+        A zero matrix keeps one (zero) value, so that no bond vanishes.
+        """
+        step = TruncationSpec(max_bond, self.next_step(), cutoff)
+        u, s, vh, info = truncated_svd_checked(matrix, step, method, rng)
+        if info.rank == 0:
+            u, s, vh, info = truncated_svd_checked(matrix, TruncationSpec(max_rank=1), "full")
         lost = info.discarded_weight * self.current_sq
         self.spent_sq += lost
         self.current_sq -= lost
         self.done += 1
+        return u, s, vh, info
 
     def report(self, steps: list[TruncationInfo]) -> TruncationInfo:
         ranks = tuple(step.rank for step in steps)
@@ -494,11 +506,7 @@ def mps(
     for k, dim in enumerate(site_dims[:-1]):
         left = rest.shape[0]
         matrix = ar.do("reshape", rest, (left * dim, -1))
-        step = TruncationSpec(bounds[k], budget.next_step(), spec.cutoff)
-        u, s, vh, info = truncated_svd_checked(matrix, step, method, rng)
-        if info.rank == 0:  # a bond keeps at least one value (a zero tensor has a zero core)
-            u, s, vh, info = truncated_svd_checked(matrix, TruncationSpec(max_rank=1), "full")
-        budget.spend(info)
+        u, s, vh, info = budget.truncate(matrix, bounds[k], spec.cutoff, method, rng)
         cores.append(ar.do("reshape", u, (left, dim, u.shape[1])))
         rest = s[:, None] * vh
         steps.append(info)
