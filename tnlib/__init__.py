@@ -9,6 +9,7 @@ discarded in a :class:`TruncationInfo`.
 
 from tnlib.cuts import KERNEL_LABELS, Cut, all_cuts, matricize, truncate
 from tnlib.decompositions.mps import MPS, mps
+from tnlib.decompositions.tucker import TuckerTensor, tucker
 from tnlib.spectrum import Spectrum, spectra, spectrum
 from tnlib.svd import SVD_METHODS, VALUE_METHODS, singular_values, truncated_svd
 from tnlib.truncation import TruncationInfo
@@ -23,6 +24,7 @@ __all__ = [
     "MPS",
     "Spectrum",
     "TruncationInfo",
+    "TuckerTensor",
     "all_cuts",
     "matricize",
     "mps",
@@ -31,4 +33,5 @@ __all__ = [
     "spectrum",
     "truncate",
     "truncated_svd",
+    "tucker",
 ]

@@ -38,6 +38,7 @@ import numpy as np
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice, check_positive_int, check_seed
 from tnlib.cuts import Cut, resolve_labels
+from tnlib.decompositions.base import FactorizedTensor
 from tnlib.spectrum import Spectrum
 from tnlib.svd import SVD_METHODS, squared_singular_values, truncated_svd_checked
 from tnlib.truncation import TruncationInfo, TruncationSpec
@@ -46,7 +47,7 @@ Array = Any
 SplitLike = None | str | Mapping[str, Sequence[int]]
 
 
-class MPS:
+class MPS(FactorizedTensor):
     """A tensor as a matrix product state (tensor train) of three-index cores.
 
     Build one with :func:`tnlib.mps` (from a dense tensor) or
@@ -173,16 +174,6 @@ class MPS:
             t = ar.do("reshape", t @ ar.do("reshape", core, (left, dim * right)), (-1, right))
         merged = ar.do("reshape", t, tuple(math.prod(f) for f in self.factors))
         return ar.do("transpose", merged, [self.order.index(c) for c in self.labels])
-
-    def rel_error(self, reference: Array) -> float:
-        """``||reference - self.to_dense()||_F / ||reference||_F``."""
-        reference = check_array(reference, "reference")
-        if tuple(reference.shape) != self.shape:
-            raise ValueError(f"reference must have shape {self.shape}, got {tuple(reference.shape)}")
-        norm, error = B.frobenius_norm(reference), B.frobenius_norm(reference - self.to_dense())
-        if norm == 0:
-            return 0.0 if error == 0 else math.inf
-        return error / norm
 
     # -- canonical forms -------------------------------------------------------
 
