@@ -19,7 +19,7 @@ def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
     subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=ROOT, check=True,
                    capture_output=True, text=True, timeout=300)
     data = json.loads(out.read_text())
-    assert data["quick"] is True and {"svd", "spectra", "mps"} <= set(data["benchmarks"])
+    assert data["quick"] is True and {"svd", "spectra", "mps", "tucker"} <= set(data["benchmarks"])
     for sections in data["benchmarks"].values():
         for section in sections:
             if not section["rows"]:  # only a section on data this machine lacks may be empty, and says so
@@ -36,3 +36,7 @@ def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
              if importlib.util.find_spec(module) is not None]
     assert {row["peer"] for row in mps} == set(peers) and len(mps) == 2 * len(peers)
     assert all(row["ours_error"] <= row["extra"]["optimal error"] * (1 + 1e-9) for row in mps)  # TT-SVD is optimal here
+    if importlib.util.find_spec("tensorly") is not None:  # ours hosvd and tensorly's n_iter_max=0 are one algorithm
+        hosvd = [row for section in data["benchmarks"]["tucker"] for row in section["rows"]
+                 if row["case"].endswith(" hosvd")]
+        assert hosvd and all(abs(row["ours_error"] - row["peer_error"]) <= 1e-9 * row["peer_error"] for row in hosvd)

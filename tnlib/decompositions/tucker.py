@@ -160,13 +160,16 @@ def _hooi(x, modes, ranks, rel_error, max_iter, tol):
     ranks = [u.shape[1] for u in factors]
     norm_sq = B.frobenius_norm(x) ** 2
     error_sq = norm_sq - B.frobenius_norm(core) ** 2
-    for _ in range(max_iter):
-        for k, mode in enumerate(modes):
+    # A mode kept at full rank has a square orthogonal factor: projecting on it changes no
+    # other mode's singular subspace, so the sweeps update and project only the truncated modes.
+    active = [k for k, mode in enumerate(modes) if ranks[k] < x.shape[mode]]
+    for _ in range(max_iter if active else 0):
+        for k in active:
             projected = x
-            for other, u in zip(modes, factors):
-                if other != mode:
-                    projected = mode_product(projected, B.conj_transpose(u), other)
-            factors[k], _ = _leading_subspace(unfold(projected, mode), ranks[k], None)
+            for j in active:
+                if j != k:
+                    projected = mode_product(projected, B.conj_transpose(factors[j]), modes[j])
+            factors[k], _ = _leading_subspace(unfold(projected, modes[k]), ranks[k], None)
         core = x
         for mode, u in zip(modes, factors):
             core = mode_product(core, B.conj_transpose(u), mode)
