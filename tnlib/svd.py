@@ -67,6 +67,9 @@ GRAM_RELIABLE_FRACTION = 1e-6
 
 _SINGLE_PRECISION = ("float32", "complex64")
 
+#: Default extra sketch columns and power iterations of ``"randomized"``.
+OVERSAMPLE, POWER_ITERS = 15, 4
+
 
 def _flip(x: Array) -> Array:
     """Reverse the last axis (eigensolvers return ascending order)."""
@@ -243,8 +246,8 @@ def truncated_svd(
     method: str = "auto",
     seed: int | np.random.Generator | None = None,
     *,
-    oversample: int = 15,
-    power_iters: int = 4,
+    oversample: int = OVERSAMPLE,
+    power_iters: int = POWER_ITERS,
 ) -> tuple[Array, Array, Array, TruncationInfo]:
     """Truncated SVD ``m ~= U @ diag(S) @ Vh`` on the array's own backend and device.
 
@@ -304,8 +307,8 @@ def truncated_svd_checked(
     spec: TruncationSpec,
     method: str = "auto",
     rng: np.random.Generator | None = None,
-    oversample: int = 15,
-    power_iters: int = 4,
+    oversample: int = OVERSAMPLE,
+    power_iters: int = POWER_ITERS,
 ) -> tuple[Array, Array, Array, TruncationInfo]:
     """:func:`truncated_svd` on arguments that were already validated."""
     if method == "auto":

@@ -1,12 +1,16 @@
-"""The small protocol every factorized tensor shares."""
+"""What the factorized tensors share: their protocol and the error budget of orthogonal truncations."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
+
 from tnlib import _backend as B
 from tnlib._validation import check_array
+from tnlib.svd import truncated_svd_checked
+from tnlib.truncation import TruncationInfo, TruncationSpec
 
 Array = Any
 
@@ -32,3 +36,61 @@ class FactorizedTensor:
         if norm == 0:
             return 0.0 if error == 0 else math.inf
         return error / norm
+
+
+def truncate_keeping_one(
+    matrix: Array, spec: TruncationSpec, method: str = "auto", rng: np.random.Generator | None = None
+) -> tuple[Array, Array, Array, TruncationInfo]:
+    """:func:`truncated_svd_checked` that keeps at least one triplet.
+
+    A bond or mode of a factorized tensor never vanishes: where the
+    criteria allow rank 0 (a zero matrix, ``rel_error=1``), one value is kept.
+    """
+    u, s, vh, info = truncated_svd_checked(matrix, spec, method, rng)
+    if info.rank == 0:
+        u, s, vh, info = truncated_svd_checked(matrix, TruncationSpec(max_rank=1), "full")
+    return u, s, vh, info
+
+
+class ErrorBudget:
+    """Spends ``(rel_error * norm)**2`` over ``steps`` orthogonal truncations, one at a time.
+
+    When each truncation's error is orthogonal to the others' (TT-SVD, MPS
+    rounding, ST-HOSVD), the squared errors add up exactly.  Each step may use
+    an equal share of what is left, so the total never exceeds the budget.
+    """
+
+    def __init__(self, norm: float, rel_error: float | None, steps: int) -> None:
+        self.norm, self.rel_error, self.steps = norm, rel_error, steps
+        self.spent_sq, self.done, self.current_sq = 0.0, 0, norm**2
+
+    def next_step(self) -> float | None:
+        """The relative error allowed to the next truncation (of a matrix of the current norm)."""
+        if self.rel_error is None:
+            return None
+        left_sq = max((self.rel_error * self.norm) ** 2 - self.spent_sq, 0.0) / (self.steps - self.done)
+        return min(math.sqrt(left_sq / self.current_sq), 1.0) if self.current_sq > 0 else 0.0
+
+    def truncate(
+        self,
+        matrix: Array,
+        max_rank: int | None,
+        cutoff: float | None,
+        method: str,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[Array, Array, Array, TruncationInfo]:
+        """:func:`truncate_keeping_one` of the next step's matrix within the budget, and account for it."""
+        u, s, vh, info = truncate_keeping_one(matrix, TruncationSpec(max_rank, self.next_step(), cutoff), method, rng)
+        lost = info.discarded_weight * self.current_sq
+        self.spent_sq += lost
+        self.current_sq -= lost
+        self.done += 1
+        return u, s, vh, info
+
+    def report(self, steps: list[TruncationInfo]) -> TruncationInfo:
+        """The whole result's report: ranks per step and the error spent."""
+        ranks = tuple(step.rank for step in steps)
+        if self.norm == 0:
+            return TruncationInfo(ranks, 0.0, 0.0, 0.0, steps=tuple(steps))
+        discarded = min(self.spent_sq / self.norm**2, 1.0)
+        return TruncationInfo(ranks, math.sqrt(discarded), 1 - math.sqrt(1 - discarded), discarded, steps=tuple(steps))

@@ -38,9 +38,9 @@ import numpy as np
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice, check_positive_int, check_seed
 from tnlib.cuts import Cut, resolve_labels
-from tnlib.decompositions.base import FactorizedTensor
+from tnlib.decompositions.base import ErrorBudget, FactorizedTensor
 from tnlib.spectrum import Spectrum
-from tnlib.svd import SVD_METHODS, squared_singular_values, truncated_svd_checked
+from tnlib.svd import SVD_METHODS, squared_singular_values
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
 Array = Any
@@ -262,7 +262,7 @@ class MPS(FactorizedTensor):
         bounds = _bond_bounds(max_bond, self.num_sites - 1)
         spec = TruncationSpec.from_kwargs(None, rel_error, cutoff)
         out = self.copy().canonicalize(self.num_sites - 1)
-        budget = _ErrorBudget(out.norm(), spec.rel_error, self.num_sites - 1)
+        budget = ErrorBudget(out.norm(), spec.rel_error, self.num_sites - 1)
         steps = []
         for k in range(self.num_sites - 1, 0, -1):
             left, dim, right = out.cores[k].shape
@@ -334,50 +334,6 @@ def _embed(core: Array, which: int, left: tuple[int, int], right: tuple[int, int
         "einsum", "ia,adb,jb->idj", B.from_numpy(selector(left), like=core), core,
         B.from_numpy(selector(right), like=core),
     )
-
-
-class _ErrorBudget:
-    """Spends ``(rel_error * norm)**2`` over ``bonds`` orthogonal truncations, one at a time."""
-
-    def __init__(self, norm: float, rel_error: float | None, bonds: int) -> None:
-        self.norm, self.rel_error, self.bonds = norm, rel_error, bonds
-        self.spent_sq, self.done, self.current_sq = 0.0, 0, norm**2
-
-    def next_step(self) -> float | None:
-        """The relative error allowed to the next truncation (of a matrix of the current norm)."""
-        if self.rel_error is None:
-            return None
-        left_sq = max((self.rel_error * self.norm) ** 2 - self.spent_sq, 0.0) / (self.bonds - self.done)
-        return min(math.sqrt(left_sq / self.current_sq), 1.0) if self.current_sq > 0 else 0.0
-
-    def truncate(
-        self,
-        matrix: Array,
-        max_bond: int | None,
-        cutoff: float | None,
-        method: str,
-        rng: np.random.Generator | None = None,
-    ) -> tuple[Array, Array, Array, TruncationInfo]:
-        """Truncated SVD of the next bond's matrix within the budget, keeping at least one value.
-
-        A zero matrix keeps one (zero) value, so that no bond vanishes.
-        """
-        step = TruncationSpec(max_bond, self.next_step(), cutoff)
-        u, s, vh, info = truncated_svd_checked(matrix, step, method, rng)
-        if info.rank == 0:
-            u, s, vh, info = truncated_svd_checked(matrix, TruncationSpec(max_rank=1), "full")
-        lost = info.discarded_weight * self.current_sq
-        self.spent_sq += lost
-        self.current_sq -= lost
-        self.done += 1
-        return u, s, vh, info
-
-    def report(self, steps: list[TruncationInfo]) -> TruncationInfo:
-        ranks = tuple(step.rank for step in steps)
-        if self.norm == 0:
-            return TruncationInfo(ranks, 0.0, 0.0, 0.0, steps=tuple(steps))
-        discarded = min(self.spent_sq / self.norm**2, 1.0)
-        return TruncationInfo(ranks, math.sqrt(discarded), 1 - math.sqrt(1 - discarded), discarded, steps=tuple(steps))
 
 
 def _bond_bounds(max_bond: int | Sequence[int] | None, bonds: int) -> list[int | None]:
@@ -492,7 +448,7 @@ def mps(
 
     permuted = ar.do("transpose", x, [labels.index(c) for c in order])
     rest = ar.do("reshape", permuted, (1, -1))
-    budget = _ErrorBudget(B.frobenius_norm(x), spec.rel_error, len(site_dims) - 1)
+    budget = ErrorBudget(B.frobenius_norm(x), spec.rel_error, len(site_dims) - 1)
     cores, steps = [], []
     for k, dim in enumerate(site_dims[:-1]):
         left = rest.shape[0]

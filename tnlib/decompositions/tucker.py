@@ -40,8 +40,7 @@ import autoray as ar
 
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice, check_fraction, check_positive_int
-from tnlib.decompositions.base import FactorizedTensor
-from tnlib.svd import truncated_svd_checked
+from tnlib.decompositions.base import ErrorBudget, FactorizedTensor, truncate_keeping_one
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
 Array = Any
@@ -108,9 +107,7 @@ class TuckerTensor(FactorizedTensor):
 
 
 def _leading_subspace(matrix: Array, rank: int | None, rel_error: float | None) -> tuple[Array, TruncationInfo]:
-    u, _, _, info = truncated_svd_checked(matrix, TruncationSpec(rank, rel_error, None), "auto")
-    if info.rank == 0:  # keep one direction, so that no mode vanishes
-        u, _, _, info = truncated_svd_checked(matrix, TruncationSpec(max_rank=1), "full")
+    u, _, _, info = truncate_keeping_one(matrix, TruncationSpec(rank, rel_error, None))
     return u, info
 
 
@@ -138,17 +135,10 @@ def _hosvd(x, modes, ranks, rel_error, max_iter, tol):
 
 
 def _sthosvd(x, modes, ranks, rel_error, max_iter, tol):
-    norm_sq = B.frobenius_norm(x) ** 2
-    budget_sq = None if rel_error is None else (rel_error**2) * norm_sq
-    core, factors, steps, spent_sq = x, [], [], 0.0
-    for k, (mode, rank) in enumerate(zip(modes, ranks)):
-        current_sq = norm_sq - spent_sq
-        step_error = None
-        if budget_sq is not None:
-            share_sq = max(budget_sq - spent_sq, 0.0) / (len(modes) - k)
-            step_error = min(math.sqrt(share_sq / current_sq), 1.0) if current_sq > 0 else 0.0
-        u, info = _leading_subspace(unfold(core, mode), rank, step_error)
-        spent_sq += info.discarded_weight * current_sq
+    budget = ErrorBudget(B.frobenius_norm(x), rel_error, len(modes))
+    core, factors, steps = x, [], []
+    for mode, rank in zip(modes, ranks):
+        u, _, _, info = budget.truncate(unfold(core, mode), rank, None, "auto")
         core = mode_product(core, B.conj_transpose(u), mode)
         factors.append(u)
         steps.append(info)
