@@ -2,12 +2,16 @@
 
 The core is pure math on numpy, cupy or torch arrays (dispatched through
 autoray): truncated SVD, cuts (bipartitions of labelled indices) and their
-entanglement spectra, truncation along cuts and matrix product states, all sharing one truncation
+entanglement spectra, truncation along cuts, matrix product states, Tucker and CP, all sharing one truncation
 vocabulary (``max_rank``, ``rel_error``, ``cutoff``) and reporting what they
 discarded in a :class:`TruncationInfo`.
 """
 
 from tnlib.cuts import KERNEL_LABELS, Cut, all_cuts, matricize, truncate
+from tnlib.decompositions.cp import CP_INITS, CP_METHODS, cp
+from tnlib.decompositions.cp_rank import CPRankSearch, cp_rank
+from tnlib.decompositions.cp_significance import CPSignificance, cp_significance
+from tnlib.decompositions.cp_tensor import CPTensor
 from tnlib.decompositions.mps import MPS, mps
 from tnlib.decompositions.tucker import TuckerTensor, tucker
 from tnlib.spectrum import Spectrum, spectra, spectrum
@@ -17,15 +21,23 @@ from tnlib.truncation import TruncationInfo
 __version__ = "0.1.0"
 
 __all__ = [
+    "CP_INITS",
+    "CP_METHODS",
     "KERNEL_LABELS",
     "SVD_METHODS",
     "VALUE_METHODS",
+    "CPRankSearch",
+    "CPSignificance",
+    "CPTensor",
     "Cut",
     "MPS",
     "Spectrum",
     "TruncationInfo",
     "TuckerTensor",
     "all_cuts",
+    "cp",
+    "cp_rank",
+    "cp_significance",
     "matricize",
     "mps",
     "singular_values",

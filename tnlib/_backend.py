@@ -9,6 +9,8 @@ backend offers a faster or more robust route than the generic one:
   NumPy arrays go through SciPy, always handed to LAPACK in the tall
   column-major orientation, which is about twice as fast as the other one.
 * ``svdvals``: the singular values alone, through the same drivers.
+* ``solve_gram``: ``rhs @ inv(G)`` for a symmetric positive semi-definite ``G``,
+  by Cholesky, falling back to a pseudo-inverse when ``G`` is singular.
 * ``from_numpy``: a host array moved to the device and dtype of another array.
 
 Each is a small registry keyed by autoray's backend name; a backend missing from
@@ -136,6 +138,52 @@ def svd(a: Array) -> tuple[Array, Array, Array]:
 def svdvals(a: Array) -> Array:
     """Singular values of ``a``, descending."""
     return _SVD.get(backend_of(a), _generic_svd)(a, False)
+
+
+# ------------------------------------------------------------------ solve_gram
+
+
+def _pinv_gram(rhs, gram):
+    """``rhs @ pinv(gram)`` from the eigendecomposition, dropping eigenvalues below ``eps * max``."""
+    values, vectors = ar.do("linalg.eigh", gram)
+    finfo = np.finfo(real_dtype_name(gram))
+    keep = values > finfo.eps * gram.shape[0] * ar.do("max", ar.do("abs", values))
+    inverse = ar.do("where", keep, 1.0 / ar.do("where", keep, values, 1.0), 0.0)
+    return ((rhs @ vectors) * inverse[None, :]) @ conj_transpose(vectors)
+
+
+def _numpy_solve_gram(rhs: np.ndarray, gram: np.ndarray) -> np.ndarray:
+    try:
+        factor = scipy.linalg.cho_factor(gram, check_finite=False)
+    except np.linalg.LinAlgError:
+        return _pinv_gram(rhs, gram)
+    return scipy.linalg.cho_solve(factor, rhs.T, check_finite=False).T
+
+
+def _torch_solve_gram(rhs, gram):
+    import torch
+
+    factor, info = torch.linalg.cholesky_ex(gram)
+    if int(info) != 0:
+        return _pinv_gram(rhs, gram)
+    return torch.cholesky_solve(rhs.T, factor).T
+
+
+def _generic_solve_gram(rhs, gram):
+    out = ar.do("linalg.solve", gram, rhs.T).T
+    return out if bool(ar.do("all", ar.do("isfinite", out))) else _pinv_gram(rhs, gram)
+
+
+_SOLVE_GRAM: dict[str, Callable] = {"numpy": _numpy_solve_gram, "torch": _torch_solve_gram}
+
+
+def solve_gram(rhs: Array, gram: Array) -> Array:
+    """``rhs @ inv(gram)`` for a real symmetric positive semi-definite ``gram``.
+
+    A singular ``gram`` gets its pseudo-inverse, so the result is always the
+    minimum-norm least-squares solution and never NaN.
+    """
+    return _SOLVE_GRAM.get(backend_of(rhs), _generic_solve_gram)(rhs, gram)
 
 
 # ------------------------------------------------------------------- conversion

@@ -83,6 +83,16 @@ def check_fraction(value: Any, name: str) -> float:
     return value
 
 
+def check_nonnegative_real(value: Any, name: str) -> float:
+    """A finite real number >= 0 (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number >= 0, got {_describe(value)}")
+    value = float(value)
+    if not 0.0 <= value < float("inf"):  # also refuses NaN
+        raise ValueError(f"{name} must be a finite real number >= 0, got {value}")
+    return value
+
+
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:

@@ -32,8 +32,8 @@ def test_shared_keywords_have_one_default_everywhere():
     for keyword in ("max_rank", "rel_error", "cutoff", "seed", "labels"):
         assert len(set(map(repr, defaults[keyword].values()))) == 1, (keyword, defaults[keyword])
     # `method` picks the SVD solver (default "auto") everywhere but in the decompositions whose
-    # `method` names their algorithm (tucker: "sthosvd", as in DESIGN.md)
-    algorithms = {"tucker": "sthosvd"}
+    # `method` names their algorithm (tucker: "sthosvd", as in DESIGN.md; cp and cp_rank: "als")
+    algorithms = {"tucker": "sthosvd", "cp": "als", "cp_rank": "als"}
     assert {name: value for name, value in defaults["method"].items() if name not in algorithms} == {
         name: "auto" for name in defaults["method"] if name not in algorithms
     }

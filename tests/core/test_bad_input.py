@@ -19,6 +19,10 @@ def entry_points(x):
         "spectra": lambda: tnlib.spectra(x),
         "truncate": lambda: tnlib.truncate(x, "o|ihw", max_rank=1),
         "matricize": lambda: tnlib.matricize(x, "o|ihw"),
+        "mps": lambda: tnlib.mps(x),
+        "tucker": lambda: tnlib.tucker(x, ranks=1),
+        "cp": lambda: tnlib.cp(x, 2, max_iter=1),
+        "cp_rank": lambda: tnlib.cp_rank(x, 0.5, max_iter=1),
     }
 
 

@@ -1,1 +1,1 @@
-"""Factorized tensors: matrix product states (tensor trains); Tucker and CP to come."""
+"""Factorized tensors: matrix product states (tensor trains), Tucker and CP."""

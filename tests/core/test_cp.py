@@ -1,0 +1,248 @@
+"""CP decompositions: planted recovery by ALS and LM, monotone histories, MTTKRP identities, memory, tensorly."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import tnlib
+from tnlib.decompositions.cp import CP_METHODS
+from tnlib.decompositions.cp_mttkrp import DimensionTree
+from tnlib.decompositions.cp_tensor import khatri_rao
+from tnlib.decompositions.tucker import unfold
+
+
+def planted_cp(rng, shape, rank, noise=0.0):
+    """A sum of ``rank`` random rank-one terms plus Gaussian noise of relative size ``noise``."""
+    factors = [rng.standard_normal((d, rank)) for d in shape]
+    t = tnlib.CPTensor(np.ones(rank), factors).to_dense()
+    return t + noise * np.linalg.norm(t) / np.sqrt(t.size) * rng.standard_normal(shape)
+
+
+def dense_by_einsum(weights, factors):
+    letters = "abcdefg"[: len(factors)]
+    return np.einsum(",".join(["z"] + [c + "z" for c in letters]) + "->" + letters, weights, *factors)
+
+
+@pytest.mark.parametrize("shape", [(5, 4), (4, 3, 5), (3, 4, 2, 5), (2, 3, 2, 2, 3)])
+def test_to_dense_and_mttkrp_follow_their_definitions(rng, shape):
+    rank = 3
+    weights, factors = rng.standard_normal(rank), [rng.standard_normal((d, rank)) for d in shape]
+    np.testing.assert_allclose(tnlib.CPTensor(weights, factors).to_dense(), dense_by_einsum(weights, factors),
+                               atol=1e-12)
+    t = rng.standard_normal(shape)
+    mttkrps = DimensionTree(shape).all(t, factors)
+    for n in range(len(shape)):
+        naive = unfold(t, n) @ khatri_rao([f for k, f in enumerate(factors) if k != n])
+        np.testing.assert_allclose(mttkrps[n], naive, atol=1e-12)
+    projections = DimensionTree(shape).projections(t, factors)
+    expected = [np.sum(t * dense_by_einsum(np.eye(rank)[r], factors)) for r in range(rank)]
+    np.testing.assert_allclose(projections, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", list(CP_METHODS))
+@pytest.mark.parametrize("shape", [(10, 9, 8), (8, 7, 3, 3)])
+def test_planted_cp_is_recovered(backend, rng, method, shape):
+    t = planted_cp(rng, shape, 4, noise=1e-9)
+    model = tnlib.cp(backend.asarray(t), 4, method=method, max_iter=500, seed=0)
+    assert model.converged
+    assert model.rel_error(backend.asarray(t)) < 1e-6
+    assert model.history[-1] < 1e-6
+    weights = backend.to_numpy(model.weights)
+    assert np.all(np.diff(weights) <= 0) and np.all(weights >= 0)
+    for factor in model.factors:
+        np.testing.assert_allclose(np.linalg.norm(backend.to_numpy(factor), axis=0), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method,options", [("als", {"line_search": False}), ("als", {"line_search": True}),
+                                            ("lm", {})])
+def test_error_history_never_increases(rng, method, options):
+    t = rng.standard_normal((9, 8, 7))  # no exact low-rank structure: the error stays far above rounding
+    model = tnlib.cp(t, 6, method=method, max_iter=60, tol=0, seed=1, **options)
+    history = np.array(model.history)
+    assert len(history) == 60 and not model.converged
+    assert np.all(np.diff(history) <= 1e-12 * history[:-1])
+    assert history[-1] == pytest.approx(model.rel_error(t), rel=1e-8)
+
+
+def swamp(rng):
+    """Two nearly collinear components: the classic swamp where ALS crawls."""
+    a, b, c = (rng.standard_normal((d, 3)) for d in (12, 11, 10))
+    for f in (a, b, c):
+        f[:, 1] = f[:, 0] + 0.1 * f[:, 1]
+    return tnlib.CPTensor(np.ones(3), [a, b, c]).to_dense()
+
+
+def test_line_search_moves_further_through_a_swamp(rng):
+    t = swamp(rng)
+    plain = tnlib.cp(t, 3, max_iter=200, tol=0, seed=0, line_search=False)
+    searched = tnlib.cp(t, 3, max_iter=200, tol=0, seed=0)
+    assert searched.rel_error(t) < 0.8 * plain.rel_error(t)
+
+
+def test_lm_leaves_the_swamp_where_als_stalls(rng):
+    t = swamp(rng)
+    als = tnlib.cp(t, 3, max_iter=400, tol=0, seed=0)
+    lm = tnlib.cp(t, 3, method="lm", max_iter=400, seed=0)
+    assert lm.converged and lm.rel_error(t) < 1e-6
+    assert als.rel_error(t) > 1e-4
+
+
+@pytest.mark.parametrize("method", list(CP_METHODS))
+@pytest.mark.parametrize("init", ["svd", "random"])
+def test_the_same_seed_gives_the_same_result(rng, method, init):
+    t = rng.standard_normal((6, 5, 4))
+    first, second = (tnlib.cp(t, 8, method=method, init=init, max_iter=15, seed=7) for _ in range(2))
+    assert first.history == second.history
+    np.testing.assert_array_equal(first.weights, second.weights)
+    for f, g in zip(first.factors, second.factors):
+        np.testing.assert_array_equal(f, g)
+    other = tnlib.cp(t, 8, method=method, init=init, max_iter=15, seed=8)
+    assert other.history != first.history  # rank 8 > every mode: the seed fills random columns
+
+
+def test_svd_init_uses_the_leading_singular_vectors_and_fits_the_weights(rng):
+    t = rng.standard_normal((6, 5, 4))
+    model = tnlib.cp(t, 3, max_iter=0)
+    assert model.history == [] and not model.converged
+    for n, factor in enumerate(model.factors):
+        u = np.linalg.svd(unfold(t, n), full_matrices=False)[0][:, :3]
+        overlap = np.abs(u.T @ factor)  # a permutation matrix: the same columns up to sign and order
+        np.testing.assert_allclose(np.sort(overlap, axis=1), np.tile([0.0, 0.0, 1.0], (3, 1)), atol=1e-10)
+    # the weights are least-squares optimal for these factors: the residual is orthogonal to every term
+    residual = t - model.to_dense()
+    terms = [dense_by_einsum(np.eye(3)[r], model.factors) for r in range(3)]
+    np.testing.assert_allclose([np.sum(residual * term) for term in terms], 0, atol=1e-10)
+
+
+def test_warm_start_continues_from_the_model(rng):
+    t = rng.standard_normal((7, 6, 5))
+    start = tnlib.cp(t, 4, max_iter=5, tol=0, seed=0, line_search=False)
+    resumed = tnlib.cp(t, 4, init=start, max_iter=5, tol=0, line_search=False)
+    straight = tnlib.cp(t, 4, max_iter=10, tol=0, seed=0, line_search=False)
+    np.testing.assert_allclose(resumed.history, straight.history[5:], rtol=1e-9)
+
+
+def test_single_precision_is_computed_in_double_and_returned_in_single(rng):
+    t = planted_cp(rng, (8, 7, 6), 3).astype(np.float32)
+    model = tnlib.cp(t, 3, method="lm", max_iter=200, seed=0)
+    assert model.weights.dtype == np.float32 and all(f.dtype == np.float32 for f in model.factors)
+    assert model.rel_error(t) < 1e-6
+
+
+def test_ridge_shrinks_the_factors(rng):
+    t = rng.standard_normal((6, 5, 4))
+    plain = tnlib.cp(t, 5, max_iter=30, tol=0, seed=0, line_search=False)
+    ridged = tnlib.cp(t, 5, max_iter=30, tol=0, seed=0, line_search=False, ridge=10.0)
+    assert np.sum(ridged.weights**2) < np.sum(plain.weights**2)
+    assert ridged.rel_error(t) > plain.rel_error(t)
+
+
+def test_high_rank_cp_of_a_large_kernel_stays_within_a_few_kernels_of_memory(rng):
+    kernel = rng.standard_normal((512, 512, 3, 3))
+    tracemalloc.start()
+    try:
+        tnlib.cp(kernel, 64, max_iter=1, tol=0, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * kernel.nbytes  # the mode unfoldings for the SVD init are the largest arrays
+
+
+def test_agrees_with_tensorly_parafac(rng):
+    tensorly = pytest.importorskip("tensorly")
+    from tensorly.decomposition import parafac
+
+    t = rng.standard_normal((8, 7, 6))
+    ours = tnlib.cp(t, 4, max_iter=10, tol=0, line_search=False)
+    weights, factors = parafac(t, 4, n_iter_max=10, init="svd", tol=0, linesearch=False)
+    theirs = tensorly.cp_to_tensor((weights, factors))
+    np.testing.assert_allclose(ours.to_dense(), theirs, atol=1e-9 * np.abs(theirs).max())
+
+
+def test_rank_search_finds_the_planted_rank_and_returns_the_curve(rng):
+    t = planted_cp(rng, (7, 6, 5), 3)
+    search = tnlib.cp_rank(t, 1e-6, method="lm", seed=0)
+    assert search.reached and search.rank == 3
+    assert search.model.rank == 3 and search.model.rel_error(t) <= 1e-6
+    assert search.curve[3] <= 1e-6 < min(search.curve[1], search.curve[2])
+    assert list(search.curve) == sorted(search.curve)
+
+
+def test_rank_search_reports_an_unreached_target(rng):
+    t = rng.standard_normal((6, 5, 4))
+    search = tnlib.cp_rank(t, 1e-3, max_rank=3, seed=0)
+    assert not search.reached
+    assert sorted(search.curve) == [1, 2, 3]
+    assert search.curve[search.rank] == min(search.curve.values())
+
+
+def test_significance_of_orthogonal_terms_is_the_share_of_slice_energy(rng):
+    u, s, vh = np.linalg.svd(rng.standard_normal((6, 4)), full_matrices=False)
+    matrix = (u * s) @ vh
+    sig = tnlib.cp_significance(tnlib.CPTensor(s, [u, vh.T]), labels="ab")
+    np.testing.assert_allclose(sig.scores, s)
+    np.testing.assert_allclose(sig.importance("a"), np.sum(matrix**2, axis=1) / np.sum(matrix**2))
+    np.testing.assert_allclose(sig.importance("b"), np.sum(matrix**2, axis=0) / np.sum(matrix**2))
+
+
+def test_significance_of_a_kernel_ranks_channels_and_positions(rng):
+    # one strong term lives on output channel 2, input channel 0 and the centre of the 3x3 window
+    e = np.eye(4)
+    strong = [e[:, [2]], e[:, [0]], np.eye(3)[:, [1]], np.eye(3)[:, [1]]]
+    weak = [rng.standard_normal((d, 2)) for d in (4, 4, 3, 3)]
+    model = tnlib.CPTensor(np.array([10.0, 0.1, 0.1]), [np.hstack([a, b]) for a, b in zip(strong, weak)])
+    sig = tnlib.cp_significance(model)
+    norms = np.prod([np.linalg.norm(f, axis=0) for f in model.factors], axis=0)
+    np.testing.assert_allclose(sig.scores, model.weights * norms)
+    assert np.argmax(sig.importance("o")) == 2 and np.argmax(sig.importance("i")) == 0
+    positions = sig.importance("hw")
+    assert positions.shape == (3, 3) and np.unravel_index(np.argmax(positions), (3, 3)) == (1, 1)
+    assert positions.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="labels"):
+        sig.importance("ox")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"rank": 0}, ValueError, "rank must be a positive integer"),
+        ({"rank": -2}, ValueError, "rank must be a positive integer"),
+        ({"rank": True}, TypeError, "rank must be a positive integer"),
+        ({"rank": 2.0}, TypeError, "rank must be a positive integer"),
+        ({"method": "hals"}, ValueError, "method must be one of 'als', 'lm'"),
+        ({"init": "nvecs"}, ValueError, "init must be one of 'svd', 'random'"),
+        ({"init": 3}, TypeError, "init must be one of"),
+        ({"max_iter": -1}, ValueError, "max_iter must be a non-negative integer"),
+        ({"tol": -1e-3}, ValueError, "tol must be a finite real number >= 0"),
+        ({"tol": float("nan")}, ValueError, "tol must be a finite real number >= 0"),
+        ({"ridge": -1.0}, ValueError, "ridge must be a finite real number >= 0"),
+        ({"method": "lm", "ridge": 0.1}, ValueError, "ridge applies to method='als' only"),
+        ({"line_search": "yes"}, TypeError, "line_search must be True or False"),
+        ({"seed": "zero"}, TypeError, "seed must be None"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs, error, message):
+    kwargs = {"rank": 2, **kwargs}
+    with pytest.raises(error, match=message):
+        tnlib.cp(np.ones((3, 4, 5)), **kwargs)
+
+
+def test_bad_tensors_and_warm_starts_are_refused(rng):
+    with pytest.raises(ValueError, match="tensor must have at least 2 dimension"):
+        tnlib.cp(np.ones(5), 1)
+    with pytest.raises(TypeError, match="tensor must be real"):
+        tnlib.cp(np.ones((3, 4), dtype=complex), 1)
+    model = tnlib.cp(rng.standard_normal((3, 4, 5)), 2, max_iter=1)
+    with pytest.raises(ValueError, match="init: a CPTensor warm start must have shape"):
+        tnlib.cp(np.ones((3, 4, 5)), 3, init=model)
+    with pytest.raises(ValueError, match="init: a CPTensor warm start must have shape"):
+        tnlib.cp(np.ones((3, 4, 6)), 2, init=model)
+    with pytest.raises(ValueError, match="factors\\[1\\] must have shape"):
+        tnlib.CPTensor(np.ones(2), [np.ones((3, 2)), np.ones((4, 3))])
+    with pytest.raises(ValueError, match="rel_error must lie in"):
+        tnlib.cp_rank(np.ones((3, 4)), 1.5)
+    with pytest.raises(ValueError, match="max_rank must be a positive integer"):
+        tnlib.cp_rank(np.ones((3, 4)), 0.1, max_rank=0)
+    with pytest.raises(TypeError, match="model must be a CPTensor"):
+        tnlib.cp_significance(np.ones((3, 4)))

@@ -1,0 +1,169 @@
+"""CP (canonical polyadic, CANDECOMP/PARAFAC) decomposition of a real tensor.
+
+``cp`` fits a weighted sum of ``rank`` rank-one tensors,
+
+    min_{w, A_1..A_N}  ||T - sum_r w_r a^(1)_r o ... o a^(N)_r||_F,
+
+a non-convex problem without a closed-form solution: the algorithms (a
+registry, ``CP_METHODS``) descend from an initialization and never increase
+the error.
+
+``"als"``
+    Alternating least squares (:mod:`tnlib.decompositions.cp_als`).
+``"lm"``
+    Levenberg-Marquardt on all factors at once (:mod:`tnlib.decompositions.cp_lm`).
+
+Initializations (``CP_INITS``): ``"svd"`` takes the leading left singular
+vectors of each mode unfolding (at most ``d_n`` of them; the remaining columns
+are random), ``"random"`` takes Gaussian factors; either gets the weights that
+best fit ``T`` for those factors.  A :class:`CPTensor` of the same shape and
+rank starts from that model (a warm start).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import autoray as ar
+import numpy as np
+
+from tnlib import _backend as B
+from tnlib._validation import (
+    check_array,
+    check_choice,
+    check_nonnegative_int,
+    check_nonnegative_real,
+    check_positive_int,
+    check_seed,
+)
+from tnlib.decompositions.cp_als import als
+from tnlib.decompositions.cp_fit import canonical, gram, hadamard
+from tnlib.decompositions.cp_lm import lm
+from tnlib.decompositions.cp_mttkrp import DimensionTree
+from tnlib.decompositions.cp_tensor import CPTensor
+from tnlib.decompositions.tucker import unfold
+from tnlib.svd import truncated_svd_checked
+from tnlib.truncation import TruncationSpec
+
+Array = Any
+
+CP_METHODS: dict[str, Callable] = {"als": als, "lm": lm}
+CP_INITS = ("svd", "random")
+
+
+def _random_columns(rng: np.random.Generator, rows: int, cols: int, like: Array) -> Array:
+    return B.from_numpy(rng.standard_normal((rows, cols)), like)
+
+
+def _svd_factor(x: Array, mode: int, rank: int, rng: np.random.Generator) -> Array:
+    """Leading left singular vectors of the mode unfolding, random columns beyond ``d_mode``."""
+    size = x.shape[mode]
+    u, _, _, _ = truncated_svd_checked(unfold(x, mode), TruncationSpec(max_rank=min(rank, size)), "auto", rng)
+    if rank <= size:
+        return u
+    return ar.do("concatenate", (u, _random_columns(rng, size, rank - size, x)), axis=1)
+
+
+def _fitted_weights(x: Array, factors: list[Array]) -> Array:
+    """``w`` minimizing ``||T - [[w; A]]||``: the solution of ``(*_k G_k) w = b``, ``b_r = <T, rank-one r>``."""
+    projections = DimensionTree(x.shape).projections(x, factors)
+    return B.solve_gram(projections[None, :], hadamard([gram(f) for f in factors]))[0]
+
+
+def _initial_model(x: Array, rank: int, init: Any, rng: np.random.Generator) -> tuple[Array, list[Array]]:
+    if isinstance(init, CPTensor):
+        if init.shape != tuple(x.shape) or init.rank != rank:
+            raise ValueError(f"init: a CPTensor warm start must have shape {tuple(x.shape)} and rank {rank}, "
+                             f"got shape {init.shape} and rank {init.rank}")
+        if any(B.backend_of(a) != B.backend_of(x) for a in (init.weights, *init.factors)):
+            raise TypeError(f"init: the warm start's arrays must be {B.backend_of(x)} arrays like the tensor")
+        return B.astype(init.weights, B.dtype_name(x)), [B.astype(f, B.dtype_name(x)) for f in init.factors]
+    if not isinstance(init, str):
+        raise TypeError(f"init must be one of {CP_INITS} or a CPTensor, got {type(init).__name__}")
+    check_choice(init, "init", CP_INITS)
+    if init == "svd":
+        factors = [_svd_factor(x, mode, rank, rng) for mode in range(x.ndim)]
+    else:
+        factors = [_random_columns(rng, size, rank, x) for size in x.shape]
+    return _fitted_weights(x, factors), factors
+
+
+def cp(
+    tensor: Array,
+    rank: int,
+    method: str = "als",
+    init: str | CPTensor = "svd",
+    max_iter: int = 100,
+    tol: float = 1e-8,
+    seed: int | np.random.Generator | None = None,
+    *,
+    ridge: float = 0.0,
+    line_search: bool = True,
+) -> CPTensor:
+    """CP decomposition of rank ``rank``: unit-norm factor columns and decreasing weights.
+
+    Parameters
+    ----------
+    tensor
+        Real array of order at least 2, any backend.  Single precision is
+        computed in double precision and returned in single precision.
+    rank
+        Number of rank-one terms ``R`` (any positive integer; it may exceed
+        every mode's size).
+    method
+        ``"als"`` (default) or ``"lm"``; see the module docs.
+    init
+        ``"svd"`` (default), ``"random"`` or a :class:`CPTensor` of the same
+        shape and rank to start from.
+    max_iter
+        Iteration limit (an ALS sweep or an LM step); 0 returns the
+        initialization.
+    tol
+        Stop when the relative error changes by at most ``tol`` in an iteration.
+    seed
+        Seed of the random columns of ``"svd"``/``"random"`` initialization;
+        the same seed gives the same result.
+    ridge
+        ALS only: adds ``ridge * ||A_n||_F^2`` to each least-squares update,
+        which keeps ill-conditioned updates bounded (the error may then rise).
+    line_search
+        ALS only: try an extrapolated point after every sweep (default True).
+
+    Returns
+    -------
+    CPTensor
+        With ``history`` (relative error after each iteration, non-increasing
+        unless ``ridge > 0``; computed without the dense model, so resolved to
+        about 1e-8 relative) and ``converged``.
+
+    Examples
+    --------
+    >>> import numpy as np, tnlib
+    >>> rng = np.random.default_rng(0)
+    >>> a, b, c = (rng.standard_normal((d, 3)) for d in (6, 5, 4))
+    >>> t = np.einsum("ir,jr,kr->ijk", a, b, c)
+    >>> model = tnlib.cp(t, 3, method="lm", seed=0)
+    >>> model.converged, model.rel_error(t) < 1e-8
+    (True, True)
+    """
+    x = check_array(tensor, "tensor", min_ndim=2)
+    if B.is_complex(x):
+        raise TypeError(f"tensor must be real for cp (float32 or float64), got {B.dtype_name(x)}")
+    rank = check_positive_int(rank, "rank")
+    check_choice(method, "method", CP_METHODS)
+    max_iter = check_nonnegative_int(max_iter, "max_iter")
+    tol = check_nonnegative_real(tol, "tol")
+    rng = check_seed(seed)
+    ridge = check_nonnegative_real(ridge, "ridge")
+    if not isinstance(line_search, bool):
+        raise TypeError(f"line_search must be True or False, got {line_search!r}")
+    if method != "als" and ridge:
+        raise ValueError(f"ridge applies to method='als' only, got ridge={ridge} with method={method!r}")
+    dtype = B.dtype_name(x)
+    work = B.astype(x, B.WORKING_DTYPES[dtype])
+    weights, factors = _initial_model(work, rank, init, rng)
+    options = {"ridge": ridge, "line_search": line_search} if method == "als" else {}
+    weights, factors, history, converged = CP_METHODS[method](work, weights, factors, max_iter, tol, **options)
+    weights, factors = canonical(weights, factors)
+    return CPTensor(B.astype(weights, dtype), [B.astype(f, dtype) for f in factors], history, converged)
