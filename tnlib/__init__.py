@@ -14,6 +14,7 @@ from tnlib.decompositions.cp_significance import CPSignificance, cp_significance
 from tnlib.decompositions.cp_tensor import CPTensor
 from tnlib.decompositions.mps import MPS, mps
 from tnlib.decompositions.tucker import TuckerTensor, tucker
+from tnlib.decompositions.tucker_ranks import evbmf_rank, tucker_ranks
 from tnlib.spectrum import Spectrum, spectra, spectrum
 from tnlib.svd import SVD_METHODS, VALUE_METHODS, singular_values, truncated_svd
 from tnlib.truncation import TruncationInfo
@@ -38,6 +39,7 @@ __all__ = [
     "cp",
     "cp_rank",
     "cp_significance",
+    "evbmf_rank",
     "matricize",
     "mps",
     "singular_values",
@@ -46,4 +48,5 @@ __all__ = [
     "truncate",
     "truncated_svd",
     "tucker",
+    "tucker_ranks",
 ]
