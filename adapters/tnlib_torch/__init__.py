@@ -1,10 +1,50 @@
 """tnlib_torch: the PyTorch adapter of tnlib (conv layers, models, studies).
 
-Empty for now: the truncation of conv kernels, factorized conv layers and the
+Factorized conv and linear layers (CP, Tucker-2, MPS, SVD along a cut;
+:mod:`tnlib_torch.layers`, docs/torch_layers.md), in-place truncation of conv
+kernels along cuts (:mod:`tnlib_torch.surgery`), parameter and MAC accounting
+(:mod:`tnlib_torch.accounting`, docs/torch_surgery.md) and budget allocation
+across layers (:mod:`tnlib_torch.policy`).  Model-wide compression and the
 compressibility study arrive in later releases.  It imports :mod:`tnlib`; the
 core never imports it.
 """
 
 import tnlib
+from tnlib_torch.accounting import MAC_RULES, LayerCost, count_macs, count_params, layer_costs
+from tnlib_torch.layers import (
+    CPConv2d,
+    CPFitInfo,
+    FactorizedConv2d,
+    FactorizedModule,
+    MPSConv2d,
+    SVDConv2d,
+    SVDLinear,
+    Tucker2Conv2d,
+)
+from tnlib_torch.surgery import SUPPORTED_MODULES, LayerReport, select_convs, truncate_conv_, truncate_model_
 
 __version__ = tnlib.__version__
+
+__all__ = [
+    # layers
+    "CPConv2d",
+    "CPFitInfo",
+    "FactorizedConv2d",
+    "FactorizedModule",
+    "MPSConv2d",
+    "SVDConv2d",
+    "SVDLinear",
+    "Tucker2Conv2d",
+    # accounting
+    "MAC_RULES",
+    "LayerCost",
+    "count_macs",
+    "count_params",
+    "layer_costs",
+    # surgery
+    "SUPPORTED_MODULES",
+    "LayerReport",
+    "select_convs",
+    "truncate_conv_",
+    "truncate_model_",
+]

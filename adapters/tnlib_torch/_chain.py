@@ -1,0 +1,202 @@
+"""The base of the factorized layers: a chain of sub-layers standing for one dense layer.
+
+Shared by every structure: the forward pass (the chain, an ``nn.Sequential``,
+so that the layers script and export), the initialization, the folding back to
+a dense ``nn.Conv2d``, and the fit of a trained conv group by group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+import tnlib
+from tnlib_torch._geometry import ConvGeometry, fold
+
+#: A group's fit: its ranks, the weights of its sub-layers (first to last) and the decomposition's report.
+Fit = tuple[tuple[int, ...], list[Tensor], Any]
+#: ``decompose(group_kernel, common_ranks) -> Fit``; ``common_ranks`` is None on the first pass (the
+#: caller's criteria apply) and the ranks to keep exactly on the second.
+Decompose = Callable[[Tensor, "tuple[int, ...] | None"], Fit]
+
+
+class FactorizedModule(nn.Module):
+    """A chain of linear sub-layers, with no non-linearity between them, that stands for one dense layer.
+
+    Attributes
+    ----------
+    layers
+        The sub-layers, an ``nn.Sequential`` named after the indices they carry.
+    fan_in
+        Fan-in of the dense layer it stands for.
+    info
+        What the fit reported (set by the ``from_*`` constructors; ``None`` otherwise).
+    """
+
+    def __init__(self, layers: nn.Sequential, fan_in: int) -> None:
+        super().__init__()
+        self.layers = layers
+        self.fan_in = fan_in
+        self.info: Any = None
+        self.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+    def reset_parameters(self) -> None:
+        """Random factors whose product has the variance of PyTorch's default init of the dense layer.
+
+        PyTorch draws a dense conv or linear weight from ``U(-b, b)``,
+        ``b = 1 / sqrt(fan_in)``: variance ``1 / (3 fan_in)``.  A folded
+        entry is a sum over ``P`` paths through the chain of products of one
+        entry per sub-layer; with independent zero-mean entries of variance
+        ``s^2`` in each of the ``n`` sub-layers its variance is ``P s^(2n)``,
+        so every factor is drawn from ``N(0, s^2)`` with
+        ``s = (3 fan_in P)^(-1/(2n))``.  ``P`` is the product of the input
+        widths (per group) of all sub-layers but the first.  The bias is
+        drawn as PyTorch does, from ``U(-b, b)``.
+        """
+        stages = list(self.layers)
+        paths = math.prod(stage.weight.shape[1] for stage in stages[1:])
+        std = (3.0 * self.fan_in * paths) ** (-1.0 / (2 * len(stages)))
+        bound = 1.0 / math.sqrt(self.fan_in)
+        with torch.no_grad():
+            for stage in stages:
+                stage.weight.normal_(0.0, std)
+            if stages[-1].bias is not None:
+                stages[-1].bias.uniform_(-bound, bound)
+
+    def load_factors(self, weights: Sequence[Tensor], bias: Tensor | None) -> None:
+        """Copy sub-layer weights (cast to the layer's dtype and device) and the last sub-layer's bias."""
+        with torch.no_grad():
+            for stage, weight in zip(self.layers, weights):
+                stage.weight.copy_(weight.reshape(stage.weight.shape))
+            if bias is not None:
+                self.layers[-1].bias.copy_(bias)
+
+
+class FactorizedConv2d(FactorizedModule):
+    """Base of the factorized conv layers: a chain of sub-convs computing one ``nn.Conv2d``.
+
+    Has the attributes of ``nn.Conv2d`` that describe its geometry
+    (``in_channels``, ``out_channels``, ``kernel_size``, ``stride``,
+    ``padding``, ``dilation``, ``groups``, ``padding_mode``), as pairs or
+    ``"same"``/``"valid"``.  See :mod:`tnlib_torch._geometry` for how the
+    chain keeps the conv's semantics.
+    """
+
+    def __init__(self, geometry: ConvGeometry, names: Sequence[str], widths: Sequence[int], axes: Sequence[str],
+                 bias: bool = True, depthwise: Sequence[bool] | None = None, device: Any = None,
+                 dtype: Any = None) -> None:
+        """A chain of ``len(names)`` sub-convs; ``widths`` are the channels per group between them.
+
+        Sub-conv ``s`` maps ``widths[s]`` to ``widths[s + 1]`` channels per group
+        (``widths[0] = in/G``, ``widths[-1] = out/G``) with ``groups = G``, or,
+        when ``depthwise[s]``, acts on each of its ``G widths[s]`` channels alone.
+        It owns the spatial ``axes[s]``; only the last one has a bias.
+        """
+        g = geometry.groups
+        depthwise = depthwise or [False] * len(names)
+        stages = OrderedDict()
+        for s, name in enumerate(names):
+            groups = g * widths[s] if depthwise[s] else g
+            stages[name] = geometry.sub_conv(g * widths[s], g * widths[s + 1], axes[s], groups,
+                                             bias and s == len(names) - 1, device, dtype)
+        super().__init__(nn.Sequential(stages), geometry.fan_in)
+        self.geometry = geometry
+        for key, value in geometry.kwargs().items():
+            setattr(self, key, value)
+
+    def extra_repr(self) -> str:
+        g = self.geometry
+        text = f"{g.in_channels}, {g.out_channels}, kernel_size={g.kernel_size}, stride={g.stride}"
+        defaults = {"padding": (0, 0), "dilation": (1, 1), "groups": 1, "padding_mode": "zeros"}
+        return text + "".join(f", {key}={getattr(g, key)!r}" for key, value in defaults.items()
+                              if getattr(g, key) != value)
+
+    def folded_weight(self) -> Tensor:
+        """The dense kernel ``(out, in/groups, kh, kw)`` the chain computes (differentiable)."""
+        return fold([(stage.weight, stage.groups) for stage in self.layers], self.geometry.groups)
+
+    def to_conv(self) -> nn.Conv2d:
+        """A dense ``nn.Conv2d`` computing the same function (same dtype and device, with the bias)."""
+        weight, bias = self.layers[0].weight, self.layers[-1].bias
+        conv = self.geometry.conv(bias is not None, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.folded_weight())
+            if bias is not None:
+                conv.bias.copy_(bias)
+        return conv
+
+    @classmethod
+    def _fitted(cls, conv: nn.Conv2d, decompose: Decompose, config: Callable[[tuple[int, ...]], dict[str, Any]],
+                summarize: Callable[[list[Any], tuple[int, ...], Tensor, Tensor], Any]) -> Any:
+        """The layer of ``cls`` fitted to a trained conv, group by group, in float64.
+
+        Each group's kernel is decomposed; when the groups' ranks differ (an
+        error target met at different ranks), every group is decomposed again
+        at the largest rank of each bond or mode (:func:`at_common_ranks`).
+        The factors are stacked along the channels, giving the block-diagonal
+        sub-convs.  ``config(ranks)`` gives the constructor's rank arguments and
+        ``summarize(infos, ranks, kernel, folded)`` the layer's ``info``.
+        """
+        geometry = ConvGeometry.of(conv)
+        weight = conv.weight.detach()
+        kernel = weight.to(torch.float64)
+        kernels = geometry.group_kernels(kernel)
+        fits = [decompose(k, None) for k in kernels]
+        if len({ranks for ranks, _, _ in fits}) > 1:
+            common = tuple(max(r) for r in zip(*(ranks for ranks, _, _ in fits)))
+            fits = [at_common_ranks(fit, decompose(k, common)) for fit, k in zip(fits, kernels)]
+        ranks = fits[0][0]
+        factors = [torch.cat(parts) for parts in zip(*(stages for _, stages, _ in fits))]
+        layer = cls(**geometry.kwargs(), **config(ranks), bias=conv.bias is not None, device=weight.device,
+                    dtype=weight.dtype)
+        layer.load_factors(factors, conv.bias)
+        folded = fold([(f.reshape(s.weight.shape), s.groups) for f, s in zip(factors, layer.layers)], geometry.groups)
+        layer.info = summarize([info for _, _, info in fits], ranks, kernel, folded)
+        return layer
+
+
+def at_common_ranks(first: Fit, second: Fit) -> Fit:
+    """A group's fit at the common ranks: ``second`` (decomposed at them), unless it errs more than ``first``.
+
+    A larger truncation rank never errs more for an SVD or a Tucker-2
+    decomposition, but TT-SVD's error is not monotone in the bond dimensions
+    (the later bonds truncate a different matrix).  A group whose error would
+    grow keeps its own fit, every sub-layer weight padded with zero channels to
+    the common widths: the same kernel, so its error target still holds.
+    """
+    if second[2].rel_error <= first[2].rel_error:
+        return second
+    padded = [F.pad(w, (0, 0, 0, 0, 0, t.shape[1] - w.shape[1], 0, t.shape[0] - w.shape[0]))
+              for w, t in zip(first[1], second[1])]
+    return second[0], padded, first[2]
+
+
+def truncation_report(infos: list[tnlib.TruncationInfo], ranks: tuple[int, ...], kernel: Tensor, folded: Tensor,
+                      cut: str | None = None) -> tnlib.TruncationInfo:
+    """The core's report for one group; for several, the ranks kept and the errors of the whole kernel.
+
+    Each group's truncation is an orthogonal projection, so the whole is one
+    too and ``discarded_weight = 1 - ||K~||^2 / ||K||^2``; ``steps`` holds the
+    groups' own reports.
+    """
+    if len(infos) == 1:
+        return infos[0]
+    norm = float(torch.linalg.vector_norm(kernel))
+    kept = min(float(torch.linalg.vector_norm(folded)) / norm, 1.0) if norm > 0 else 1.0
+    return tnlib.TruncationInfo(ranks, relative_error(kernel, folded), 1.0 - kept, 1.0 - kept**2, cut=cut,
+                                steps=tuple(infos))
+
+
+def relative_error(kernel: Tensor, approx: Tensor) -> float:
+    """``||kernel - approx||_F / ||kernel||_F``, 0 for a zero kernel."""
+    norm = float(torch.linalg.vector_norm(kernel))
+    return float(torch.linalg.vector_norm(kernel - approx)) / norm if norm > 0 else 0.0

@@ -1,0 +1,145 @@
+"""Parameter and multiply-accumulate (MAC) accounting of torch models.
+
+MACs are counted by running one forward pass on a zero input of batch size 1,
+with forward hooks on the ``nn.Conv2d`` and ``nn.Linear`` *leaf* modules (those
+without children), so any model built from these leaves is covered, factorized
+layers included (they are containers of ``nn.Conv2d``/``nn.Linear``):
+
+* ``nn.Conv2d``: ``output elements * (in_channels / groups) * kh * kw``, where
+  the output elements are ``out_channels * H_out * W_out`` per sample;
+* ``nn.Linear``: ``output elements * in_features``, i.e. ``in * out`` per
+  sample times any leading dimensions between the batch and the features.
+
+Bias additions, normalizations, activations, pooling and element-wise ops are
+not MACs and are not counted.  A leaf called several times in the pass is
+counted at every call.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from math import prod
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = ["MAC_RULES", "LayerCost", "count_macs", "count_params", "layer_costs"]
+
+
+class LayerCost(NamedTuple):
+    """``(params, macs)`` of one leaf layer."""
+
+    params: int
+    macs: int
+
+
+def _conv2d_macs(module: nn.Conv2d, output: torch.Tensor) -> int:
+    return output.numel() * (module.in_channels // module.groups) * prod(module.kernel_size)
+
+
+def _linear_macs(module: nn.Linear, output: torch.Tensor) -> int:
+    return output.numel() * module.in_features
+
+
+#: MACs of one call of a leaf module of each counted type, from its output.
+MAC_RULES: dict[type[nn.Module], Callable[[nn.Module, torch.Tensor], int]] = {
+    nn.Conv2d: _conv2d_macs,
+    nn.Linear: _linear_macs,
+}
+
+
+def _check_module(module: object, name: str) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
+    return module
+
+
+def _check_input_size(input_size: object) -> tuple[int, ...]:
+    expected = "a non-empty sequence of positive ints (the input shape without the batch dimension)"
+    if isinstance(input_size, (str, bytes)) or not isinstance(input_size, Sequence):
+        raise TypeError(f"input_size must be {expected}, got {input_size!r}")
+    sizes = tuple(input_size)
+    if not sizes or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in sizes):
+        raise ValueError(f"input_size must be {expected}, got {input_size!r}")
+    return sizes
+
+
+def _mac_rule(module: nn.Module) -> Callable[[nn.Module, torch.Tensor], int] | None:
+    if next(module.children(), None) is not None:
+        return None
+    return next((rule for kind, rule in MAC_RULES.items() if isinstance(module, kind)), None)
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters of ``module`` and its sub-modules, each shared parameter once.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> count_params(nn.Conv2d(3, 8, 3))            # 8 * 3 * 3 * 3 weights + 8 biases
+    224
+    """
+    return sum(p.numel() for p in _check_module(module, "module").parameters())
+
+
+def layer_costs(model: nn.Module, input_size: Sequence[int]) -> dict[str, LayerCost]:
+    """``{name: LayerCost(params, macs)}`` of every ``nn.Conv2d``/``nn.Linear`` leaf of ``model``.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module``; layers are named as in ``model.named_modules()``.
+    input_size
+        Shape of one input sample, without the batch dimension, e.g. ``(3, 32, 32)``.
+
+    Returns
+    -------
+    dict[str, LayerCost]
+        In ``named_modules()`` order.  ``params`` counts the layer's own
+        parameters (weight and bias); ``macs`` its multiply-accumulates for one
+        sample (0 for a layer the forward pass does not call).
+
+    Notes
+    -----
+    The pass runs under ``torch.no_grad()`` in eval mode on a zero tensor of
+    shape ``(1, *input_size)`` with the dtype and device of the model's first
+    parameter (float32 on the CPU for a model without any); the training flag
+    of every sub-module is restored afterwards.
+    """
+    model = _check_module(model, "model")
+    sizes = _check_input_size(input_size)
+    leaves = {module: (name, rule) for name, module in model.named_modules() if (rule := _mac_rule(module))}
+    macs = dict.fromkeys(leaves, 0)
+
+    def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        macs[module] += leaves[module][1](module, output)
+
+    handles = [module.register_forward_hook(hook) for module in leaves]
+    modes = {module: module.training for module in model.modules()}
+    like = next(itertools.chain(model.parameters(), model.buffers()), torch.zeros(()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *sizes), dtype=like.dtype, device=like.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    return {name: LayerCost(count_params(module), macs[module]) for module, (name, _) in leaves.items()}
+
+
+def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
+    """Multiply-accumulates of one forward pass of ``model`` on one sample of shape ``input_size``.
+
+    The sum of the ``macs`` of :func:`layer_costs`; bias additions are not MACs.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> count_macs(nn.Conv2d(3, 8, 3, padding=1), (3, 32, 32))   # 8*32*32 outputs * 3*3*3
+    221184
+    """
+    return sum(cost.macs for cost in layer_costs(model, input_size).values())

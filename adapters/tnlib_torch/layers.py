@@ -1,0 +1,387 @@
+"""Factorized conv and linear layers: a trained layer as a chain of thin ones, and back.
+
+Every layer here is a chain of sub-layers with no non-linearity between them
+(:class:`FactorizedConv2d`, :class:`SVDLinear`), built from a trained layer by a
+``from_*`` classmethod (which runs a decomposition of the core on the weight)
+or from scratch by its constructor (trainable factors whose product has the
+variance of PyTorch's default init), and folded back to the dense layer by
+``to_conv()``/``to_linear()``.  The structures:
+
+=================  ==================================================================  ==============
+layer              chain (per group)                                                    decomposition
+=================  ==================================================================  ==============
+``CPConv2d``       1x1 ``in->R``, depthwise ``kh x 1``, depthwise ``1 x kw``, 1x1 ``R->out``  ``tnlib.cp``
+``Tucker2Conv2d``  1x1 ``in->R_i``, ``kh x kw`` ``R_i->R_o``, 1x1 ``R_o->out``              ``tnlib.tucker``
+``MPSConv2d``      1x1 ``in->b_1``, ``kh x 1`` ``b_1->b_2``, ``1 x kw`` ``b_2->b_3``, 1x1 ``b_3->out``  ``tnlib.mps``
+``SVDConv2d``      the input side of a cut ``in->r``, the output side ``r->out``        ``tnlib.truncated_svd``
+``SVDLinear``      ``in->r``, ``r->out``                                                ``tnlib.truncated_svd``
+=================  ==================================================================  ==============
+
+The stride, padding (ints, pairs, ``"same"``, ``"valid"``; every
+``padding_mode``) and dilation along each axis go to the one sub-conv that
+owns the axis; grouped and depthwise convs are factorized group by group (see
+:mod:`tnlib_torch._geometry`).  The bias goes on the last sub-layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import tnlib
+from tnlib_torch._chain import FactorizedConv2d, FactorizedModule, Fit, truncation_report
+from tnlib_torch._geometry import ConvGeometry, check_count
+from tnlib_torch.cp_conv import CPConv2d, CPFitInfo
+
+__all__ = ["CPConv2d", "CPFitInfo", "FactorizedConv2d", "FactorizedModule", "MPSConv2d", "SVDConv2d", "SVDLinear",
+           "Tucker2Conv2d"]
+
+#: The MPS orders that make a chain of convs: the input channels at one end, the output channels at the other.
+MPS_ORDERS = ("ihwo", "iwho", "ohwi", "owhi")
+
+class Tucker2Conv2d(FactorizedConv2d):
+    """A conv as a Tucker-2 chain (Kim et al. 2015): 1x1 ``in -> R_i``, ``kh x kw`` ``R_i -> R_o``, 1x1 ``R_o -> out``.
+
+    Computes ``K[o, i, h, w] = sum_{a, b} U_o[o, a] G[a, b, h, w] U_i[i, b]`` per
+    group: the first 1x1 conv has weight ``U_i^T``, the middle conv (which owns
+    stride, padding and dilation) the core ``G``, the last 1x1 conv ``U_o`` and
+    the bias.  Every sub-conv has ``groups=G``.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+        As in ``nn.Conv2d``.
+    ranks
+        ``(R_o, R_i)``, the ranks of the output and input modes per group, in the
+        kernel's mode order (as :func:`tnlib.tucker` reports them), or one int for
+        both; at most ``(out/G, in/G)``.
+
+    Attributes
+    ----------
+    ranks
+        ``(R_o, R_i)``.
+    info
+        The :class:`tnlib.TruncationInfo` after :meth:`from_conv`, else ``None``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 ranks: int | Sequence[int], *, stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] | str = 0, dilation: int | tuple[int, int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        geometry = ConvGeometry.build(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                                      padding_mode)
+        out_g, in_g = geometry.group_shape[:2]
+        r_o, r_i = _per_entry(ranks, "ranks", [(out_g, "the output channels per group allow"),
+                                               (in_g, "the input channels per group allow")])
+        super().__init__(geometry, ["i", "core", "o"], [in_g, r_i, r_o, out_g], ["", "hw", ""], bias,
+                         device=device, dtype=dtype)
+        self.ranks = (r_o, r_i)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ranks={self.ranks}"
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, ranks: int | Sequence[int] | None = None, rel_error: float | None = None,
+                  method: str = "sthosvd") -> Tucker2Conv2d:
+        """The Tucker-2 chain of a trained conv: ``tnlib.tucker(kernel, ranks, rel_error, modes=(0, 1), method)``.
+
+        Without ``ranks`` and ``rel_error`` the ranks are full and the layer
+        computes the conv exactly.  With groups each group's kernel is
+        decomposed; ``rel_error`` then holds for every group and so for the
+        whole kernel.
+        """
+
+        def decompose(kernel: Tensor, common: tuple[int, ...] | None) -> Fit:
+            t = tnlib.tucker(kernel, ranks if common is None else common, rel_error if common is None else None,
+                             modes=(0, 1), method=method)
+            u_o, u_i = t.factors
+            return t.ranks, [u_i.T[:, :, None, None], t.core, u_o[:, :, None, None]], t.info
+
+        return cls._fitted(conv, decompose, lambda ranks: {"ranks": ranks}, truncation_report)
+
+
+def _per_entry(values: int | Sequence[int], name: str, limits: Sequence[tuple[int, str]]) -> list[int]:
+    """One int for every entry, or one per entry; each in ``[1, limit]``."""
+    if isinstance(values, (tuple, list)):
+        if len(values) != len(limits):
+            raise ValueError(f"{name} must be an int or {len(limits)} ints, got {len(values)} values")
+        return [check_count(v, f"{name}[{k}]", 1, *limit) for k, (v, limit) in enumerate(zip(values, limits))]
+    return [check_count(values, name, 1, limit, why) for limit, why in limits]
+
+
+def _check_order(order: Any) -> str:
+    if not isinstance(order, str) or sorted(order) != sorted("oihw"):
+        raise ValueError(f"order must be a permutation of 'oihw', got {order!r}")
+    if order not in MPS_ORDERS:
+        raise ValueError(f"order must put i and o at the two ends of the chain, one of {', '.join(MPS_ORDERS)}; "
+                         f"got {order!r}: a chain of convs takes the input channels at one end and gives the "
+                         f"output channels at the other")
+    return order
+
+
+def _core_stage(core: Tensor, label: str) -> Tensor:
+    """An MPS core ``(a, d, b)`` of site ``label`` as the weight of its sub-conv (``a`` in, ``b`` out)."""
+    a, d, b = core.shape
+    if label == "i":
+        return core[0].T.reshape(b, d, 1, 1)
+    if label == "o":
+        return core[:, :, 0].T.reshape(d, a, 1, 1)
+    weight = core.permute(2, 0, 1)
+    return weight.reshape(b, a, d, 1) if label == "h" else weight.reshape(b, a, 1, d)
+
+
+class MPSConv2d(FactorizedConv2d):
+    """A conv as a matrix product state of its kernel: a chain of four sub-convs, one per site.
+
+    For the order ``"ihwo"`` the kernel of each group is
+
+        K[o, i, h, w] = sum_{a, b, c} G_i[i, a] G_h[a, h, b] G_w[b, w, c] G_o[c, o],
+
+    computed as a 1x1 conv ``in -> b_1`` (``G_i``), a ``kh x 1`` conv
+    ``b_1 -> b_2`` (``G_h``, owning the axis ``h``), a ``1 x kw`` conv
+    ``b_2 -> b_3`` (``G_w``, owning ``w``) and a 1x1 conv ``b_3 -> out``
+    (``G_o``, with the bias).  A chain of convs consumes the input channels at
+    one end and produces the output channels at the other, so ``i`` and ``o``
+    must be the two ends of the order: ``"ihwo"``, ``"iwho"`` and their
+    mirrors ``"ohwi"``, ``"owhi"`` (the same chain read backwards).  An order
+    with ``o`` or ``i`` inside (such as ``"iohw"``) has no such chain and is
+    refused.  Every sub-conv has ``groups=G``.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+        As in ``nn.Conv2d``.
+    bond_dims
+        The three bond dimensions in the order's chain order (as
+        :attr:`tnlib.MPS.bond_dims`), or one int for all; bond ``k`` at most
+        ``min(prod(dims[:k+1]), prod(dims[k+1:]))`` of the group kernel's
+        dimensions in that order.
+    order
+        One of ``"ihwo"`` (default), ``"iwho"``, ``"ohwi"``, ``"owhi"``.
+
+    Attributes
+    ----------
+    bond_dims, order
+        As given.
+    info
+        The :class:`tnlib.TruncationInfo` after :meth:`from_conv`, else ``None``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 bond_dims: int | Sequence[int], order: str = "ihwo", *, stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] | str = 0, dilation: int | tuple[int, int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        geometry = ConvGeometry.build(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                                      padding_mode)
+        order = _check_order(order)
+        sizes = dict(zip("oihw", geometry.group_shape))
+        dims = [sizes[label] for label in order]
+        limits = [(min(math.prod(dims[: k + 1]), math.prod(dims[k + 1 :])),
+                   f"bond {k} of order {order!r} allows for a group kernel of shape {geometry.group_shape}")
+                  for k in range(3)]
+        bonds = _per_entry(bond_dims, "bond_dims", limits)
+        chain, widths = (order, bonds) if order[0] == "i" else (order[::-1], bonds[::-1])
+        super().__init__(geometry, list(chain), [sizes["i"], *widths, sizes["o"]], ["", chain[1], chain[2], ""],
+                         bias, device=device, dtype=dtype)
+        self.bond_dims, self.order = tuple(bonds), order
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, order={self.order!r}, bond_dims={self.bond_dims}"
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, order: str = "ihwo", max_bond: int | Sequence[int] | None = None,
+                  rel_error: float | None = None, cutoff: float | None = None, method: str = "auto",
+                  seed: int | np.random.Generator | None = None) -> MPSConv2d:
+        """The MPS chain of a trained conv: ``tnlib.mps(kernel, order=order, max_bond=..., rel_error=..., ...)``.
+
+        Without ``max_bond``, ``rel_error`` and ``cutoff`` the bonds are full and
+        the layer computes the conv exactly.  ``max_bond`` is a bound (a value
+        above a bond's full dimension does not bind).  With groups, when the
+        groups meet ``rel_error`` or ``cutoff`` at different bond dimensions,
+        each group is decomposed again at the largest of each bond, or keeps
+        its own fit padded with zeros where that would err more.
+        """
+        order = _check_order(order)
+
+        def decompose(kernel: Tensor, common: tuple[int, ...] | None) -> Fit:
+            m = tnlib.mps(kernel, order=order, max_bond=max_bond if common is None else list(common),
+                          rel_error=rel_error if common is None else None, cutoff=cutoff if common is None else None,
+                          method=method, seed=seed)
+            cores, chain = (m.cores, order) if order[0] == "i" else ([c.permute(2, 1, 0) for c in m.cores[::-1]],
+                                                                     order[::-1])
+            return m.bond_dims, [_core_stage(core, label) for core, label in zip(cores, chain)], m.info
+
+        return cls._fitted(conv, decompose, lambda bonds: {"bond_dims": bonds, "order": order}, truncation_report)
+
+
+def _svd_sides(cut: Any) -> tuple[str, str, str]:
+    """The cut as written and the spatial axes on its input side and on its output side."""
+    c = tnlib.Cut(cut).check("oihw")
+    inside, outside = (c.left, c.right) if "i" in c.left else (c.right, c.left)
+    if "o" in inside:
+        raise ValueError(f"cut {str(c)!r} puts o and i on the same side; a two-conv split needs a cut between the "
+                         f"input and the output channels: 'o|ihw', 'i|ohw', 'oh|iw' or 'ow|ih'")
+    return str(c), "".join(a for a in "hw" if a in inside), "".join(a for a in "hw" if a in outside)
+
+
+def _svd_split(matrix: Tensor, max_rank: int | None, rel_error: float | None, cutoff: float | None, method: str,
+               seed: Any) -> tuple[Tensor, Tensor, tnlib.TruncationInfo]:
+    """``M ~= A B`` with ``A = U sqrt(S)``, ``B = sqrt(S) V^H`` by :func:`tnlib.truncated_svd`, keeping at least one."""
+    u, s, vh, info = tnlib.truncated_svd(matrix, max_rank, rel_error, cutoff, method, seed)
+    if info.rank == 0:  # a zero matrix or rel_error=1: a layer keeps one channel, as an MPS bond keeps one value
+        u, s, vh, info = tnlib.truncated_svd(matrix, max_rank=1)
+    root = s.sqrt()
+    return u * root, root[:, None] * vh, info
+
+
+class SVDConv2d(FactorizedConv2d):
+    """A conv as two convs, split along a cut of its kernel by a truncated SVD.
+
+    With the cut ``O|I`` (``o`` in ``O``, ``i`` in ``I``; the spatial axes on
+    either side), ``K_(O|I) = A B`` with ``r`` columns of ``A``, i.e.
+    ``K[o, i, h, w] = sum_r A[(o, O's axes), r] B[r, (i, I's axes)]``: the first
+    conv ``in -> r`` has kernel ``B`` over ``I``'s axes, the second ``r -> out``
+    kernel ``A`` over ``O``'s axes, each owning its axes.
+
+    ==========  ==================================  ==================================
+    cut         first conv (``in -> r``)            second conv (``r -> out``, bias)
+    ==========  ==================================  ==================================
+    ``o|ihw``   ``kh x kw``                          1x1
+    ``i|ohw``   1x1                                  ``kh x kw``
+    ``oh|iw``   ``1 x kw``                           ``kh x 1``
+    ``ow|ih``   ``kh x 1``                           ``1 x kw``
+    ==========  ==================================  ==================================
+
+    The cuts with ``o`` and ``i`` on one side (``oi|hw``, ``h|oiw``, ``w|oih``)
+    are refused.  A 1x1 conv is split into two 1x1 convs by any cut.  Both convs
+    have ``groups=G``.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
+        As in ``nn.Conv2d``.
+    rank
+        ``r`` per group, at most the smaller side of the group kernel's matricization.
+    cut
+        ``"o|ihw"`` (default), ``"i|ohw"``, ``"oh|iw"`` or ``"ow|ih"`` (any spelling of these cuts).
+
+    Attributes
+    ----------
+    rank, cut
+        As given.
+    info
+        The :class:`tnlib.TruncationInfo` after :meth:`from_conv`, else ``None``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], rank: int,
+                 cut: str | tnlib.Cut = "o|ihw", *, stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] | str = 0, dilation: int | tuple[int, int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        geometry = ConvGeometry.build(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                                      padding_mode)
+        cut, inside, outside = _svd_sides(cut)
+        sizes = dict(zip("oihw", geometry.group_shape))
+        rows, cols = (math.prod(sizes[a] for a in side) for side in ("o" + outside, "i" + inside))
+        rank = check_count(rank, "rank", 1, min(rows, cols),
+                           f"the cut {cut!r} of a group kernel of shape {geometry.group_shape} allows")
+        super().__init__(geometry, ["i" + inside, "o" + outside], [sizes["i"], rank, sizes["o"]], [inside, outside],
+                         bias, device=device, dtype=dtype)
+        self.rank, self.cut = rank, cut
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, cut={self.cut!r}, rank={self.rank}"
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, cut: str | tnlib.Cut = "o|ihw", max_rank: int | None = None,
+                  rel_error: float | None = None, cutoff: float | None = None, method: str = "auto",
+                  seed: int | np.random.Generator | None = None) -> SVDConv2d:
+        """The two-conv split of a trained conv: :func:`tnlib.truncated_svd` of ``tnlib.matricize(kernel, cut)``.
+
+        ``max_rank``, ``rel_error``, ``cutoff``, ``method`` and ``seed`` are those
+        of :func:`tnlib.truncated_svd` (at least one value is kept; ``max_rank``
+        above the full rank does not bind).  Without them the split is exact.
+        """
+        cut, inside, outside = _svd_sides(cut)
+
+        def decompose(kernel: Tensor, common: tuple[int, ...] | None) -> Fit:
+            matrix = tnlib.matricize(kernel, f"o{outside}|i{inside}")
+            keep = (max_rank, rel_error, cutoff) if common is None else (common[0], None, None)
+            a, b, info = _svd_split(matrix, *keep, method, seed)
+            r, (out_g, in_g, kh, kw) = b.shape[0], kernel.shape
+            first = b.reshape(r, in_g, kh if "h" in inside else 1, kw if "w" in inside else 1)
+            second = a.reshape(out_g, kh if "h" in outside else 1, kw if "w" in outside else 1, r).permute(0, 3, 1, 2)
+            return (r,), [first, second], replace(info, cut=cut)
+
+        return cls._fitted(conv, decompose, lambda ranks: {"rank": ranks[0], "cut": cut},
+                           lambda infos, ranks, kernel, folded: truncation_report(infos, ranks, kernel, folded, cut))
+
+
+class SVDLinear(FactorizedModule):
+    """A linear layer as two thin ones: ``W ~= A B``, ``in -> r`` (weight ``B``) then ``r -> out`` (``A``, bias).
+
+    Parameters
+    ----------
+    in_features, out_features, bias, device, dtype
+        As in ``nn.Linear``.
+    rank
+        ``r``, at most ``min(in_features, out_features)``.
+
+    Attributes
+    ----------
+    rank, in_features, out_features
+        As given.
+    info
+        The :class:`tnlib.TruncationInfo` after :meth:`from_linear`, else ``None``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
+        in_features = check_count(in_features, "in_features")
+        out_features = check_count(out_features, "out_features")
+        rank = check_count(rank, "rank", 1, min(in_features, out_features),
+                           f"a {out_features} x {in_features} weight allows")
+        layers = OrderedDict(i=nn.Linear(in_features, rank, False, device, dtype),
+                             o=nn.Linear(rank, out_features, bias, device, dtype))
+        super().__init__(nn.Sequential(layers), in_features)
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, max_rank: int | None = None, rel_error: float | None = None,
+                    cutoff: float | None = None, method: str = "auto",
+                    seed: int | np.random.Generator | None = None) -> SVDLinear:
+        """The split of a trained linear layer by :func:`tnlib.truncated_svd` of its weight (in float64)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear (SVDConv2d.from_conv and the other factorized conv "
+                            f"layers take nn.Conv2d), got {type(linear).__name__}")
+        weight = linear.weight.detach()
+        if weight.ndim != 2:
+            raise ValueError(f"linear.weight must have 2 dimensions (out, in), got shape {tuple(weight.shape)}")
+        a, b, info = _svd_split(weight.to(torch.float64), max_rank, rel_error, cutoff, method, seed)
+        layer = cls(weight.shape[1], weight.shape[0], info.rank, linear.bias is not None, weight.device, weight.dtype)
+        layer.load_factors([b, a], linear.bias)
+        layer.info = info
+        return layer
+
+    def folded_weight(self) -> Tensor:
+        """The dense weight ``A B`` (differentiable)."""
+        return self.layers[1].weight @ self.layers[0].weight
+
+    def to_linear(self) -> nn.Linear:
+        """A dense ``nn.Linear`` computing the same function (same dtype and device, with the bias)."""
+        weight, bias = self.layers[0].weight, self.layers[1].bias
+        linear = nn.Linear(self.in_features, self.out_features, bias is not None, weight.device, weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(self.folded_weight())
+            if bias is not None:
+                linear.bias.copy_(bias)
+        return linear

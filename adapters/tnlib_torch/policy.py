@@ -1,0 +1,119 @@
+"""Rank allocation across the layers of a model under a global budget.
+
+Each layer offers options: a structure at some rank(s), with a cost (parameters
+or MACs) and an error, the squared relative error of its kernel
+``e = ||K - K~||_F^2 / ||K||_F^2``.  :func:`allocate` picks one option per layer
+to minimize the total ``sum_layers e`` subject to ``sum_layers cost <= budget``,
+greedily: every layer starts at its most accurate option, and while the budget
+is exceeded the move with the smallest error increase per unit of cost saved
+is made (the next option on that layer's efficient frontier); what the last
+move saved beyond the budget is then spent on the upgrades that fit, largest
+error reduction first.  When each layer's error is a
+convex, decreasing function of its cost (as the tails of a singular spectrum
+are), this greedy choice is optimal up to the granularity of one rank step.
+
+Relative errors make layers of different norms comparable; minimizing their
+sum treats every layer as equally important, which the accuracy-driven
+allocation (with an evaluation callback) does not assume.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to compress one layer.
+
+    Attributes
+    ----------
+    ranks
+        What the structure is given (an int, or a tuple such as Tucker-2's
+        ``(r_out, r_in)``); ``None`` for the layer left dense.
+    cost
+        Parameters or MACs of the layer in this form.
+    error
+        Squared relative error of the kernel, ``||K - K~||^2 / ||K||^2``.
+    """
+
+    ranks: Any
+    cost: float
+    error: float
+
+
+def efficient_frontier(layer_options: Sequence[Option]) -> list[Option]:
+    """The options on the lower convex hull of (cost, error), cost decreasing and error increasing.
+
+    An option above the hull is never the greedy choice: a mix of its two hull
+    neighbours would be cheaper for the same error.
+    """
+    points = sorted(layer_options, key=lambda o: (o.cost, o.error))
+    hull: list[Option] = []
+    for point in points:
+        if hull and point.error >= hull[-1].error:
+            continue  # costs more and is no more accurate
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]  # drop b when it lies on or above the segment a -> point
+            if (b.error - a.error) * (point.cost - a.cost) >= (point.error - a.error) * (b.cost - a.cost):
+                hull.pop()
+            else:
+                break
+        hull.append(point)
+    return hull[::-1]
+
+
+def allocate(options: Mapping[str, Sequence[Option]], budget: float) -> dict[str, Option]:
+    """One option per layer with total cost at most ``budget`` and a small total error (see module docs).
+
+    Only the options on each layer's :func:`efficient_frontier` are used.
+
+    Raises
+    ------
+    ValueError
+        When even the cheapest option of every layer exceeds ``budget``, or a
+        layer has no option.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
+        raise ValueError(f"budget must be a finite number >= 0, got {budget!r}")
+    frontiers = {}
+    for name, layer_options in options.items():
+        if not layer_options:
+            raise ValueError(f"options: layer {name!r} has no option")
+        frontiers[name] = efficient_frontier(layer_options)
+    cheapest = sum(frontier[-1].cost for frontier in frontiers.values())
+    if cheapest > budget:
+        raise ValueError(f"budget {budget:g} is below the cheapest allocation ({cheapest:g}): even the smallest "
+                         "ranks of every selected layer exceed it; select fewer layers or raise the budget")
+    position = dict.fromkeys(frontiers, 0)
+    total = sum(frontier[0].cost for frontier in frontiers.values())
+
+    def push(heap: list, name: str) -> None:
+        frontier, k = frontiers[name], position[name]
+        if k + 1 < len(frontier):
+            here, there = frontier[k], frontier[k + 1]
+            heapq.heappush(heap, ((there.error - here.error) / (here.cost - there.cost), name))
+
+    heap: list = []
+    for name in frontiers:
+        push(heap, name)
+    while total > budget:
+        _, name = heapq.heappop(heap)
+        frontier, k = frontiers[name], position[name]
+        total -= frontier[k].cost - frontier[k + 1].cost
+        position[name] = k + 1
+        push(heap, name)
+    # the last move may have saved more than needed: spend what is left on the upgrades that fit
+    while True:
+        upgrades = [(frontiers[name][position[name]].error - frontiers[name][j].error, name, j)
+                    for name in frontiers for j in range(position[name])
+                    if frontiers[name][j].cost - frontiers[name][position[name]].cost <= budget - total]
+        if not upgrades:
+            return {name: frontiers[name][k] for name, k in position.items()}
+        _, name, j = max(upgrades)
+        total += frontiers[name][j].cost - frontiers[name][position[name]].cost
+        position[name] = j

@@ -1,0 +1,333 @@
+"""Truncation of the dense kernels of a model's conv layers, in place.
+
+The kernel ``K`` of an ``nn.Conv2d`` (layout ``(out, in/groups, kh, kw)``,
+labels ``"oihw"``) is replaced by :func:`tnlib.truncate` of it across one cut or
+several cuts in turn; the layer keeps its shape, its ``Parameter`` object, dtype,
+device and ``requires_grad``.
+
+A grouped conv (``groups = G > 1``, depthwise included) is truncated group by
+group: the ``out/G`` kernel rows of group ``g`` form one tensor
+``K_g`` of shape ``(out/G, in/G, kh, kw)``, truncated on its own with the same
+arguments.  The groups are disjoint blocks of ``K``, orthogonal in the Frobenius
+inner product, so ``||K - K~||^2 = sum_g ||K_g - K~_g||^2`` and the whole-kernel
+report follows exactly from the per-group ones; a ``rel_error`` target met by
+every group is met by the whole kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
+from math import prod, sqrt
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import tnlib
+from tnlib import KERNEL_LABELS, Cut, TruncationInfo
+from tnlib_torch.accounting import count_params
+
+__all__ = ["SUPPORTED_MODULES", "LayerReport", "select_convs", "truncate_conv_", "truncate_model_"]
+
+CutArg = str | Cut | Sequence[str | Cut]
+Seed = int | np.random.Generator | None
+
+#: The module types whose kernels can be truncated.
+SUPPORTED_MODULES: tuple[type[nn.Module], ...] = (nn.Conv2d,)
+
+#: Dtypes the core does not compute in; their kernels are truncated in float32 and cast back.
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _checked_weight(conv: object, name: str) -> torch.Tensor:
+    """The kernel of a supported conv, checked; errors name ``name`` (the argument)."""
+    if not isinstance(conv, SUPPORTED_MODULES):
+        supported = ", ".join(f"torch.nn.{kind.__name__}" for kind in SUPPORTED_MODULES)
+        raise TypeError(f"{name} must be a {supported} (the supported module type), got {type(conv).__name__}")
+    weight = conv.weight
+    if weight.ndim != 4:
+        shape = tuple(weight.shape)
+        raise ValueError(f"{name}.weight must have 4 dimensions (out, in/groups, kh, kw), got shape {shape}")
+    if not (weight.is_floating_point() or weight.is_complex()):
+        raise TypeError(f"{name}.weight must have a floating dtype, got {weight.dtype}")
+    if not bool(torch.isfinite(weight).all()):
+        raise ValueError(f"{name}.weight contains NaN or Inf entries; expected finite values")
+    return weight
+
+
+def _combine_groups(infos: Sequence[TruncationInfo], sq_norms: Sequence[float]) -> TruncationInfo:
+    """The whole-kernel report of independent truncations of orthogonal blocks ``K_g``.
+
+    ``sq_norms[g] = ||K_g||^2``.  Exact: the errors and kept norms add in square.
+    """
+    ranks = tuple(rank for info in infos for rank in info.ranks)
+    cut, total = infos[0].cut, float(sum(sq_norms))
+    if total == 0.0:
+        return TruncationInfo(ranks, 0.0, 0.0, 0.0, cut, steps=tuple(infos))
+    error_sq = sum(info.rel_error**2 * n for info, n in zip(infos, sq_norms))
+    discarded = min(sum(info.discarded_weight * n for info, n in zip(infos, sq_norms)) / total, 1.0)
+    return TruncationInfo(
+        ranks=ranks,
+        rel_error=sqrt(error_sq / total),
+        norm_loss=1.0 - sqrt(1.0 - discarded),
+        discarded_weight=discarded,
+        cut=cut,
+        steps=tuple(infos),
+    )
+
+
+def _truncated_kernel(conv: nn.Conv2d, name: str, cut: CutArg, **kwargs: Any) -> tuple[torch.Tensor, TruncationInfo]:
+    """``conv``'s kernel truncated group by group (not yet written back), and its report."""
+    weight = _checked_weight(conv, name).detach()
+    if weight.dtype in _HALF_DTYPES:
+        weight = weight.float()
+    with torch.no_grad():
+        if conv.groups == 1:
+            return tnlib.truncate(weight, cut, KERNEL_LABELS, **kwargs)
+        blocks = weight.split(weight.shape[0] // conv.groups)
+        results = [tnlib.truncate(block, cut, KERNEL_LABELS, **kwargs) for block in blocks]
+        sq_norms = [float(torch.linalg.vector_norm(block.abs().double())) ** 2 for block in blocks]
+        return torch.cat([kernel for kernel, _ in results]), _combine_groups([info for _, info in results], sq_norms)
+
+
+def truncate_conv_(
+    conv: nn.Conv2d,
+    cut: CutArg,
+    max_rank: int | Sequence[int] | None = None,
+    rel_error: float | None = None,
+    cutoff: float | None = None,
+    method: str = "auto",
+    seed: Seed = None,
+) -> TruncationInfo:
+    """Replace the kernel of ``conv`` by its truncation across ``cut``, in place.
+
+    Parameters
+    ----------
+    conv
+        An ``nn.Conv2d`` (any stride, padding, dilation, groups, bias).
+    cut
+        ``"o|ihw"``, a :class:`tnlib.Cut`, or a sequence of cuts applied in turn,
+        as :func:`tnlib.truncate` takes them; labels ``"oihw"``.
+    max_rank, rel_error, cutoff, method, seed
+        As in :func:`tnlib.truncate`, applied to each group's kernel ``K_g``:
+        ``max_rank`` caps the rank kept across each cut of each group (a cap
+        above what the cut allows does not bind), ``rel_error`` is the target
+        ``||K_g - K~_g|| <= rel_error ||K_g||`` of each group and so also of the
+        whole kernel.  An int ``seed`` seeds each group alike.
+
+    Returns
+    -------
+    TruncationInfo
+        With ``groups == 1``: :func:`tnlib.truncate`'s report.  With ``G > 1``
+        groups: ``steps`` holds each group's report in group order; ``ranks``
+        their ranks concatenated, group-major (``ranks[g * n_cuts + j]`` is
+        group ``g``'s rank across cut ``j``; one rank per group for one cut);
+        ``cut`` the cut for a single cut; ``rel_error``, ``norm_loss`` and
+        ``discarded_weight`` of the whole kernel, exact from the groups'.
+
+    Raises
+    ------
+    TypeError
+        ``conv`` is not an ``nn.Conv2d``, or its weight is not floating.
+    ValueError
+        A weight that is not 4-D or not finite; and :func:`tnlib.truncate`'s
+        errors, which name the argument: a cut with a label other than
+        ``o, i, h, w`` (``cut``), ``max_rank=0`` (``max_rank``), ...
+
+    Examples
+    --------
+    >>> import torch
+    >>> conv = torch.nn.Conv2d(16, 32, 3)
+    >>> weight = conv.weight
+    >>> info = truncate_conv_(conv, "o|ihw", max_rank=4)
+    >>> info.rank, conv.weight is weight, torch.linalg.matrix_rank(weight.detach().reshape(32, -1)).item()
+    (4, True, 4)
+    """
+    kernel, info = _truncated_kernel(
+        conv, "conv", cut, max_rank=max_rank, rel_error=rel_error, cutoff=cutoff, method=method, seed=seed
+    )
+    with torch.no_grad():
+        conv.weight.copy_(kernel)
+    return info
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """What :func:`truncate_model_` did to one conv layer.
+
+    Attributes
+    ----------
+    name
+        The layer's name in ``model.named_modules()``.
+    shape
+        Kernel shape ``(out, in/groups, kh, kw)``.
+    groups
+        The conv's ``groups``.
+    ranks
+        Kept ranks as in :func:`truncate_conv_`'s ``TruncationInfo.ranks``
+        (group-major: one per cut, for each group in turn).
+    rel_error, norm_loss
+        ``||K - K~|| / ||K||`` and ``1 - ||K~|| / ||K||`` of the whole kernel.
+    params
+        The layer's parameters (weight and bias); a dense kernel keeps its size.
+    factored_params
+        For a single cut: the parameters of the layer stored as the two factors
+        across the cut, ``sum_g r_g (rows_g + columns_g)`` plus the bias;
+        ``None`` for several cuts.
+    info
+        The full :class:`tnlib.TruncationInfo`.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    groups: int
+    ranks: tuple[int, ...]
+    rel_error: float
+    norm_loss: float
+    params: int
+    factored_params: int | None
+    info: TruncationInfo
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-serializable dict."""
+        out = asdict(self)
+        out.update(shape=list(self.shape), ranks=list(self.ranks), info=self.info.to_dict())
+        return out
+
+
+def _factored_params(conv: nn.Conv2d, info: TruncationInfo) -> int | None:
+    if info.cut is None:
+        return None
+    cut = Cut(info.cut)
+    out, *rest = conv.weight.shape
+    dims = dict(zip(KERNEL_LABELS, (out // conv.groups, *rest)))
+    rows, columns = prod(dims[c] for c in cut.left), prod(dims[c] for c in cut.right)
+    bias = 0 if conv.bias is None else conv.bias.numel()
+    return sum(info.ranks) * (rows + columns) + bias
+
+
+def _patterns(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    patterns = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, Sequence) else None
+    if patterns is None or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{name} must be a glob pattern or a sequence of them (str), got {value!r}")
+    return patterns
+
+
+def _indices(layers: int | Sequence[int] | slice | None, count: int) -> set[int] | None:
+    if layers is None:
+        return None
+    if isinstance(layers, slice):
+        return set(range(count)[layers])
+    items = [layers] if isinstance(layers, int) else layers
+    if not isinstance(items, Sequence) or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        raise TypeError(f"layers must be an int, a sequence of ints or a slice, got {layers!r}")
+    bad = [i for i in items if not -count <= i < count]
+    if bad:
+        raise ValueError(f"layers: index {bad[0]} is out of range for a model with {count} nn.Conv2d layers")
+    return {i % count for i in items}
+
+
+def select_convs(
+    model: nn.Module,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    layers: int | Sequence[int] | slice | None = None,
+    where: Callable[[str, nn.Conv2d], bool] | None = None,
+) -> list[tuple[str, nn.Conv2d]]:
+    """The ``(name, conv)`` pairs of ``model``'s ``nn.Conv2d`` layers that pass every given filter.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module``; its convs are taken in ``named_modules()`` order.
+    include
+        Glob pattern(s) (:func:`fnmatch.fnmatchcase`, case-sensitive; ``*``
+        also matches dots) on the qualified name: keep the convs matching any.
+        A pattern that matches no conv raises ``ValueError`` (a typo).
+    exclude
+        Glob pattern(s): drop the convs matching any.
+    layers
+        Indices into the list of all the model's convs (0 is the first conv,
+        negative counts from the end) or a slice, e.g. ``slice(1, None)`` to
+        skip the first conv.
+    where
+        A predicate ``where(name, conv)``, e.g. ``lambda n, c: c.groups == 1``.
+
+    Returns
+    -------
+    list of (str, nn.Conv2d)
+        In model order; possibly empty.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    convs = [(name, module) for name, module in model.named_modules() if isinstance(module, SUPPORTED_MODULES)]
+    include, exclude = _patterns(include, "include"), _patterns(exclude, "exclude") or ()
+    indices = _indices(layers, len(convs))
+    if where is not None and not callable(where):
+        raise TypeError(f"where must be a callable (name, conv) -> bool, got {where!r}")
+    for pattern in include or ():
+        if not any(fnmatchcase(name, pattern) for name, _ in convs):
+            raise ValueError(f"include pattern {pattern!r} matches no nn.Conv2d of the model")
+    return [
+        (name, conv)
+        for i, (name, conv) in enumerate(convs)
+        if (indices is None or i in indices)
+        and (include is None or any(fnmatchcase(name, p) for p in include))
+        and not any(fnmatchcase(name, p) for p in exclude)
+        and (where is None or where(name, conv))
+    ]
+
+
+def truncate_model_(
+    model: nn.Module,
+    cut: CutArg,
+    max_rank: int | Sequence[int] | None = None,
+    rel_error: float | None = None,
+    cutoff: float | None = None,
+    method: str = "auto",
+    seed: Seed = None,
+    *,
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    layers: int | Sequence[int] | slice | None = None,
+    where: Callable[[str, nn.Conv2d], bool] | None = None,
+) -> dict[str, LayerReport]:
+    """Truncate the kernels of the selected conv layers of ``model`` in place.
+
+    Every conv chosen by :func:`select_convs` (``include``, ``exclude``,
+    ``layers``, ``where``; all of them by default) is truncated by
+    :func:`truncate_conv_` with the same ``cut`` and truncation keywords, so a
+    ``rel_error`` target holds for each layer's kernel.  All kernels are
+    computed before any is written, so an error leaves the model unchanged.
+
+    Returns
+    -------
+    dict[str, LayerReport]
+        One :class:`LayerReport` per truncated layer, keyed by name, in model order.
+    """
+    kwargs = dict(max_rank=max_rank, rel_error=rel_error, cutoff=cutoff, method=method, seed=seed)
+    selected = select_convs(model, include=include, exclude=exclude, layers=layers, where=where)
+    results = [
+        (name, conv, *_truncated_kernel(conv, f"model.{name}".rstrip("."), cut, **kwargs)) for name, conv in selected
+    ]
+    report = {}
+    for name, conv, kernel, info in results:
+        with torch.no_grad():
+            conv.weight.copy_(kernel)
+        report[name] = LayerReport(
+            name=name,
+            shape=tuple(conv.weight.shape),
+            groups=conv.groups,
+            ranks=info.ranks,
+            rel_error=info.rel_error,
+            norm_loss=info.norm_loss,
+            params=count_params(conv),
+            factored_params=_factored_params(conv, info),
+            info=info,
+        )
+    return report

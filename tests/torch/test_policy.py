@@ -1,0 +1,53 @@
+"""Budget allocation: the efficient frontier and the greedy choice against brute force."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tnlib_torch.policy import Option, allocate, efficient_frontier
+
+
+def convex_layer(rng, steps):
+    """Options at costs 0..steps with a random convex, decreasing error."""
+    drops = np.sort(rng.random(steps))[::-1]  # error drops shrink as the cost grows: convex
+    errors = np.concatenate([[0.0], np.cumsum(drops[::-1])])[::-1]  # errors[c] for cost c
+    return [Option(c, float(c), float(errors[c])) for c in range(steps + 1)]
+
+
+def test_frontier_drops_dominated_and_non_convex_options():
+    options = [Option(4, 4.0, 0.0), Option(3, 3.0, 0.5), Option(2, 2.0, 0.2), Option(1, 1.0, 0.9),
+               Option("worse", 3.5, 0.3), Option(0, 0.0, 1.0)]
+    frontier = efficient_frontier(options)
+    assert [o.ranks for o in frontier] == [4, 2, 0]  # 3 and "worse" lie above the hull, 1 above 2 -> 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_matches_brute_force_on_convex_layers(seed):
+    rng = np.random.default_rng(seed)
+    layers = {f"l{k}": convex_layer(rng, int(rng.integers(2, 5))) for k in range(3)}
+    for budget in range(0, 12):
+        if budget < 0:
+            continue
+        chosen = allocate(layers, budget)
+        assert sum(o.cost for o in chosen.values()) <= budget
+        best = min(sum(o.error for o in combo) for combo in itertools.product(*layers.values())
+                   if sum(o.cost for o in combo) <= budget)
+        assert sum(o.error for o in chosen.values()) == pytest.approx(best, abs=1e-12)
+
+
+def test_a_budget_covering_everything_keeps_the_most_accurate_options():
+    layers = {"a": [Option(None, 10.0, 0.0), Option(1, 2.0, 0.4)], "b": [Option(None, 5.0, 0.0), Option(1, 1.0, 0.1)]}
+    assert {name: o.ranks for name, o in allocate(layers, 15).items()} == {"a": None, "b": None}
+    assert {name: o.ranks for name, o in allocate(layers, 11).items()} == {"a": None, "b": 1}
+    assert {name: o.ranks for name, o in allocate(layers, 7).items()} == {"a": 1, "b": None}
+
+
+def test_bad_budgets():
+    layers = {"a": [Option(1, 2.0, 0.4)]}
+    with pytest.raises(ValueError, match="below the cheapest allocation"):
+        allocate(layers, 1)
+    with pytest.raises(ValueError, match="budget must be a finite number"):
+        allocate(layers, float("nan"))
+    with pytest.raises(ValueError, match="has no option"):
+        allocate({"a": []}, 1)
