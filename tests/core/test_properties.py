@@ -1,7 +1,7 @@
 """Property tests: the truncation guarantees hold on arbitrary inputs."""
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import tnlib
@@ -18,12 +18,15 @@ def random_matrix(seed, shape, decay):
 
 @settings(max_examples=60, deadline=None)
 @given(seed=seeds, shape=shapes, target=targets, decay=st.floats(0.05, 1.0), method=st.sampled_from(["full", "gram"]))
+@example(seed=0, shape=(8, 8), target=0.0, decay=0.05078125, method="gram")  # a value at 3e-10 of the norm
 def test_rel_error_is_met_by_the_smallest_rank(seed, shape, target, decay, method):
     a = random_matrix(seed, shape, decay)
     u, s, vh, info = tnlib.truncated_svd(a, rel_error=target, method=method)
     measured = np.linalg.norm(a - (u * s) @ vh) / np.linalg.norm(a)
-    assert measured <= target + 1e-12
-    assert abs(measured - info.rel_error) <= 1e-12
+    # "gram" takes the discarded weight from squared values: errors below ~1e-8 are rounding (concepts §9)
+    resolution = {"full": 1e-12, "gram": 1e-8}[method]
+    assert measured <= target + resolution
+    assert abs(measured - info.rel_error) <= resolution
     if info.rank > 0:  # minimal: one triplet fewer misses the target
         optimal = np.linalg.svd(a, compute_uv=False)
         assert np.sqrt(np.sum(optimal[info.rank - 1 :] ** 2) / np.sum(optimal**2)) > target - 1e-12
