@@ -246,3 +246,16 @@ def test_bad_tensors_and_warm_starts_are_refused(rng):
         tnlib.cp_rank(np.ones((3, 4)), 0.1, max_rank=0)
     with pytest.raises(TypeError, match="model must be a CPTensor"):
         tnlib.cp_significance(np.ones((3, 4)))
+
+
+def test_solve_gram_falls_back_to_the_pseudo_inverse_on_singular_grams(backend, rng):
+    from tnlib import _backend as B
+
+    a = rng.standard_normal((6, 2)) @ rng.standard_normal((2, 4))  # rank 2: a 4x4 Gram of rank 2
+    gram, rhs = a.T @ a, rng.standard_normal((3, 4))
+    for g in (gram, np.zeros((4, 4))):
+        out = backend.to_numpy(B.solve_gram(backend.asarray(rhs), backend.asarray(g)))
+        np.testing.assert_allclose(out, rhs @ np.linalg.pinv(g, rcond=1e-10, hermitian=True), atol=1e-8)
+    regular = gram + np.eye(4)
+    out = backend.to_numpy(B.solve_gram(backend.asarray(rhs), backend.asarray(regular)))
+    np.testing.assert_allclose(out, rhs @ np.linalg.inv(regular), atol=1e-12)
