@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-import tnlib
 from tnlib_torch._geometry import ConvGeometry, fold
 
 #: A group's fit: its ranks, the weights of its sub-layers (first to last) and the decomposition's report.
@@ -178,25 +177,3 @@ def at_common_ranks(first: Fit, second: Fit) -> Fit:
     padded = [F.pad(w, (0, 0, 0, 0, 0, t.shape[1] - w.shape[1], 0, t.shape[0] - w.shape[0]))
               for w, t in zip(first[1], second[1])]
     return second[0], padded, first[2]
-
-
-def truncation_report(infos: list[tnlib.TruncationInfo], ranks: tuple[int, ...], kernel: Tensor, folded: Tensor,
-                      cut: str | None = None) -> tnlib.TruncationInfo:
-    """The core's report for one group; for several, the ranks kept and the errors of the whole kernel.
-
-    Each group's truncation is an orthogonal projection, so the whole is one
-    too and ``discarded_weight = 1 - ||K~||^2 / ||K||^2``; ``steps`` holds the
-    groups' own reports.
-    """
-    if len(infos) == 1:
-        return infos[0]
-    norm = float(torch.linalg.vector_norm(kernel))
-    kept = min(float(torch.linalg.vector_norm(folded)) / norm, 1.0) if norm > 0 else 1.0
-    return tnlib.TruncationInfo(ranks, relative_error(kernel, folded), 1.0 - kept, 1.0 - kept**2, cut=cut,
-                                steps=tuple(infos))
-
-
-def relative_error(kernel: Tensor, approx: Tensor) -> float:
-    """``||kernel - approx||_F / ||kernel||_F``, 0 for a zero kernel."""
-    norm = float(torch.linalg.vector_norm(kernel))
-    return float(torch.linalg.vector_norm(kernel - approx)) / norm if norm > 0 else 0.0

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 import tnlib
-from tnlib_torch._chain import FactorizedConv2d, Fit, relative_error
+from tnlib_torch._chain import FactorizedConv2d, Fit
 from tnlib_torch._geometry import ConvGeometry, check_count
+from tnlib_torch._reports import relative_error
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,9 @@ import torch
 from torch import Tensor, nn
 
 import tnlib
-from tnlib_torch._chain import FactorizedConv2d, FactorizedModule, Fit, truncation_report
+from tnlib_torch._chain import FactorizedConv2d, FactorizedModule, Fit
 from tnlib_torch._geometry import ConvGeometry, check_count
+from tnlib_torch._reports import truncation_report
 from tnlib_torch.cp_conv import CPConv2d, CPFitInfo
 
 __all__ = ["CPConv2d", "CPFitInfo", "FactorizedConv2d", "FactorizedModule", "MPSConv2d", "SVDConv2d", "SVDLinear",
@@ -104,7 +105,8 @@ class Tucker2Conv2d(FactorizedConv2d):
             u_o, u_i = t.factors
             return t.ranks, [u_i.T[:, :, None, None], t.core, u_o[:, :, None, None]], t.info
 
-        return cls._fitted(conv, decompose, lambda ranks: {"ranks": ranks}, truncation_report)
+        return cls._fitted(conv, decompose, lambda ranks: {"ranks": ranks},
+                           lambda infos, ranks, kernel, folded: truncation_report(infos, ranks, kernel))
 
 
 def _per_entry(values: int | Sequence[int], name: str, limits: Sequence[tuple[int, str]]) -> list[int]:
@@ -218,7 +220,8 @@ class MPSConv2d(FactorizedConv2d):
                                                                      order[::-1])
             return m.bond_dims, [_core_stage(core, label) for core, label in zip(cores, chain)], m.info
 
-        return cls._fitted(conv, decompose, lambda bonds: {"bond_dims": bonds, "order": order}, truncation_report)
+        return cls._fitted(conv, decompose, lambda bonds: {"bond_dims": bonds, "order": order},
+                           lambda infos, ranks, kernel, folded: truncation_report(infos, ranks, kernel))
 
 
 def _svd_sides(cut: Any) -> tuple[str, str, str]:
@@ -320,7 +323,7 @@ class SVDConv2d(FactorizedConv2d):
             return (r,), [first, second], replace(info, cut=cut)
 
         return cls._fitted(conv, decompose, lambda ranks: {"rank": ranks[0], "cut": cut},
-                           lambda infos, ranks, kernel, folded: truncation_report(infos, ranks, kernel, folded, cut))
+                           lambda infos, ranks, kernel, folded: truncation_report(infos, ranks, kernel, cut))
 
 
 class SVDLinear(FactorizedModule):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
-from math import prod, sqrt
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from torch import nn
 
 import tnlib
 from tnlib import KERNEL_LABELS, Cut, TruncationInfo
+from tnlib_torch._reports import truncation_report
 from tnlib_torch.accounting import count_params
 
 __all__ = ["SUPPORTED_MODULES", "LayerReport", "select_convs", "truncate_conv_", "truncate_model_"]
@@ -58,27 +59,6 @@ def _checked_weight(conv: object, name: str) -> torch.Tensor:
     return weight
 
 
-def _combine_groups(infos: Sequence[TruncationInfo], sq_norms: Sequence[float]) -> TruncationInfo:
-    """The whole-kernel report of independent truncations of orthogonal blocks ``K_g``.
-
-    ``sq_norms[g] = ||K_g||^2``.  Exact: the errors and kept norms add in square.
-    """
-    ranks = tuple(rank for info in infos for rank in info.ranks)
-    cut, total = infos[0].cut, float(sum(sq_norms))
-    if total == 0.0:
-        return TruncationInfo(ranks, 0.0, 0.0, 0.0, cut, steps=tuple(infos))
-    error_sq = sum(info.rel_error**2 * n for info, n in zip(infos, sq_norms))
-    discarded = min(sum(info.discarded_weight * n for info, n in zip(infos, sq_norms)) / total, 1.0)
-    return TruncationInfo(
-        ranks=ranks,
-        rel_error=sqrt(error_sq / total),
-        norm_loss=1.0 - sqrt(1.0 - discarded),
-        discarded_weight=discarded,
-        cut=cut,
-        steps=tuple(infos),
-    )
-
-
 def _truncated_kernel(conv: nn.Conv2d, name: str, cut: CutArg, **kwargs: Any) -> tuple[torch.Tensor, TruncationInfo]:
     """``conv``'s kernel truncated group by group (not yet written back), and its report."""
     weight = _checked_weight(conv, name).detach()
@@ -87,10 +67,11 @@ def _truncated_kernel(conv: nn.Conv2d, name: str, cut: CutArg, **kwargs: Any) ->
     with torch.no_grad():
         if conv.groups == 1:
             return tnlib.truncate(weight, cut, KERNEL_LABELS, **kwargs)
-        blocks = weight.split(weight.shape[0] // conv.groups)
-        results = [tnlib.truncate(block, cut, KERNEL_LABELS, **kwargs) for block in blocks]
-        sq_norms = [float(torch.linalg.vector_norm(block.abs().double())) ** 2 for block in blocks]
-        return torch.cat([kernel for kernel, _ in results]), _combine_groups([info for _, info in results], sq_norms)
+        results = [tnlib.truncate(block, cut, KERNEL_LABELS, **kwargs)
+                   for block in weight.split(weight.shape[0] // conv.groups)]
+        truncated, infos = torch.cat([kernel for kernel, _ in results]), [info for _, info in results]
+        ranks = tuple(rank for info in infos for rank in info.ranks)  # group after group
+        return truncated, truncation_report(infos, ranks, weight, infos[0].cut)
 
 
 def truncate_conv_(

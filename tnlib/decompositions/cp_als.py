@@ -67,7 +67,7 @@ def als(
         last["mttkrp"] = mttkrp
 
     for _ in range(max_iter):
-        start = balance(weights, factors)
+        start = balance(weights, factors) if line_search else None
         tree.sweep(tensor, factors, update)
         # <T, T~> from the last mode's MTTKRP, which used the final factors of the other modes
         projections = ar.do("sum", last["mttkrp"] * factors[-1], axis=0)
