@@ -3,14 +3,17 @@
 Factorized conv and linear layers (CP, Tucker-2, MPS, SVD along a cut;
 :mod:`tnlib_torch.layers`, docs/torch_layers.md), in-place truncation of conv
 kernels along cuts (:mod:`tnlib_torch.surgery`), parameter and MAC accounting
-(:mod:`tnlib_torch.accounting`, docs/torch_surgery.md) and budget allocation
-across layers (:mod:`tnlib_torch.policy`).  Model-wide compression and the
-compressibility study arrive in later releases.  It imports :mod:`tnlib`; the
+(:mod:`tnlib_torch.accounting`, docs/torch_surgery.md), budget allocation
+across layers (:mod:`tnlib_torch.policy`) and model-wide compression
+(:func:`compress`, docs/torch_compress.md).  The compressibility study arrives
+in a later release.  It imports :mod:`tnlib`; the
 core never imports it.
 """
 
 import tnlib
 from tnlib_torch.accounting import MAC_RULES, LayerCost, count_macs, count_params, layer_costs
+from tnlib_torch.compress import BUDGET_ON, METHODS, SIZE_KEYWORDS, compress, compress_
+from tnlib_torch.compression_report import CompressionReport, LayerCompression
 from tnlib_torch.layers import (
     CPConv2d,
     CPFitInfo,
@@ -41,6 +44,14 @@ __all__ = [
     "count_macs",
     "count_params",
     "layer_costs",
+    # compression
+    "BUDGET_ON",
+    "METHODS",
+    "SIZE_KEYWORDS",
+    "CompressionReport",
+    "LayerCompression",
+    "compress",
+    "compress_",
     # surgery
     "SUPPORTED_MODULES",
     "LayerReport",

@@ -45,3 +45,9 @@ def relative_error(kernel: Tensor, approx: Tensor) -> float:
 
 def _norm(x: Tensor) -> float:
     return float(torch.linalg.vector_norm(x.double()))
+
+
+def norm_loss(kernel: Tensor, approx: Tensor) -> float:
+    """``1 - ||approx||_F / ||kernel||_F`` in double precision, 0 for a zero kernel."""
+    norm = _norm(kernel)
+    return 1.0 - _norm(approx) / norm if norm > 0 else 0.0

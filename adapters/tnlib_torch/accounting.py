@@ -18,7 +18,7 @@ counted at every call.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from math import prod
 from typing import NamedTuple
 
@@ -72,6 +72,30 @@ def _mac_rule(module: nn.Module) -> Callable[[nn.Module, torch.Tensor], int] | N
     return next((rule for kind, rule in MAC_RULES.items() if isinstance(module, kind)), None)
 
 
+def run_with_hooks(model: nn.Module, input_size: Sequence[int], modules: Iterable[nn.Module],
+                   hook: Callable[[nn.Module, tuple, torch.Tensor], None]) -> None:
+    """One forward pass of ``model`` on a zero sample of shape ``input_size``, ``hook`` after each of ``modules``.
+
+    The pass runs under ``torch.no_grad()`` in eval mode on a zero tensor of
+    shape ``(1, *input_size)`` with the dtype and device of the model's first
+    parameter (float32 on the CPU for a model without any); the training flag
+    of every sub-module is restored afterwards, and the hooks removed.
+    """
+    sizes = _check_input_size(input_size)
+    handles = [module.register_forward_hook(hook) for module in modules]
+    modes = {module: module.training for module in model.modules()}
+    like = next(itertools.chain(model.parameters(), model.buffers()), torch.zeros(()))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *sizes), dtype=like.dtype, device=like.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+
+
 def count_params(module: nn.Module) -> int:
     """Number of parameters of ``module`` and its sub-modules, each shared parameter once.
 
@@ -103,31 +127,17 @@ def layer_costs(model: nn.Module, input_size: Sequence[int]) -> dict[str, LayerC
 
     Notes
     -----
-    The pass runs under ``torch.no_grad()`` in eval mode on a zero tensor of
-    shape ``(1, *input_size)`` with the dtype and device of the model's first
-    parameter (float32 on the CPU for a model without any); the training flag
-    of every sub-module is restored afterwards.
+    The forward pass is :func:`run_with_hooks`'s: eval mode, no gradients, a
+    zero input, every module's training flag restored afterwards.
     """
     model = _check_module(model, "model")
-    sizes = _check_input_size(input_size)
     leaves = {module: (name, rule) for name, module in model.named_modules() if (rule := _mac_rule(module))}
     macs = dict.fromkeys(leaves, 0)
 
-    def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         macs[module] += leaves[module][1](module, output)
 
-    handles = [module.register_forward_hook(hook) for module in leaves]
-    modes = {module: module.training for module in model.modules()}
-    like = next(itertools.chain(model.parameters(), model.buffers()), torch.zeros(()))
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros((1, *sizes), dtype=like.dtype, device=like.device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes.items():
-            module.training = training
+    run_with_hooks(model, input_size, leaves, hook)
     return {name: LayerCost(count_params(module), macs[module]) for module, (name, _) in leaves.items()}
 
 

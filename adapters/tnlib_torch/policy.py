@@ -13,8 +13,9 @@ convex, decreasing function of its cost (as the tails of a singular spectrum
 are), this greedy choice is optimal up to the granularity of one rank step.
 
 Relative errors make layers of different norms comparable; minimizing their
-sum treats every layer as equally important, which the accuracy-driven
-allocation (with an evaluation callback) does not assume.
+sum treats every layer as equally important.  :func:`select_by_score` does not
+assume it: it allocates from a measured score of the whole model (such as its
+accuracy) with each layer compressed alone.
 """
 
 from __future__ import annotations
@@ -117,3 +118,44 @@ def allocate(options: Mapping[str, Sequence[Option]], budget: float) -> dict[str
         _, name, j = max(upgrades)
         total += frontiers[name][j].cost - frontiers[name][position[name]].cost
         position[name] = j
+
+
+def select_by_score(scored: Mapping[str, Sequence[tuple[Option, float]]], budget: float) -> dict[str, Option]:
+    """One option per layer within ``budget``, keeping the worst score as high as possible.
+
+    ``scored[layer]`` lists ``(option, score)`` pairs, where the score measures
+    the whole model with that one layer compressed by that option (e.g. its
+    accuracy; higher is better).  For a threshold ``t`` every layer takes its
+    cheapest option scoring at least ``t``; lowering ``t`` only widens the
+    choice, so the total cost decreases with ``t``.  The highest threshold
+    whose allocation costs at most ``budget`` is chosen (the greedy
+    compression-ratio selection of AIMET).  Give the uncompressed layer the
+    score ``inf`` so that every layer can stay as it is.
+
+    Raises
+    ------
+    ValueError
+        When even the cheapest scored option of every layer exceeds ``budget``,
+        or a layer has no option.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
+        raise ValueError(f"budget must be a finite number >= 0, got {budget!r}")
+    for name, pairs in scored.items():
+        if not pairs:
+            raise ValueError(f"scored: layer {name!r} has no option")
+
+    def choice(threshold: float) -> dict[str, Option] | None:
+        chosen = {}
+        for name, pairs in scored.items():
+            allowed = [option for option, score in pairs if score >= threshold]
+            if not allowed:
+                return None
+            chosen[name] = min(allowed, key=lambda o: (o.cost, o.error))
+        return chosen if sum(o.cost for o in chosen.values()) <= budget else None
+
+    for threshold in sorted({score for pairs in scored.values() for _, score in pairs}, reverse=True):
+        if (chosen := choice(threshold)) is not None:
+            return chosen
+    cheapest = sum(min(o.cost for o, _ in pairs) for pairs in scored.values())
+    raise ValueError(f"budget {budget:g} is below the cheapest scored allocation ({cheapest:g}); "
+                     "select fewer layers or raise the budget")

@@ -199,7 +199,7 @@ def _patterns(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] |
     return patterns
 
 
-def _indices(layers: int | Sequence[int] | slice | None, count: int) -> set[int] | None:
+def _indices(layers: int | Sequence[int] | slice | None, count: int, kinds: str) -> set[int] | None:
     if layers is None:
         return None
     if isinstance(layers, slice):
@@ -209,7 +209,7 @@ def _indices(layers: int | Sequence[int] | slice | None, count: int) -> set[int]
         raise TypeError(f"layers must be an int, a sequence of ints or a slice, got {layers!r}")
     bad = [i for i in items if not -count <= i < count]
     if bad:
-        raise ValueError(f"layers: index {bad[0]} is out of range for a model with {count} nn.Conv2d layers")
+        raise ValueError(f"layers: index {bad[0]} is out of range for a model with {count} {kinds} layers")
     return {i % count for i in items}
 
 
@@ -244,23 +244,36 @@ def select_convs(
     list of (str, nn.Conv2d)
         In model order; possibly empty.
     """
+    return select_layers(model, SUPPORTED_MODULES, include, exclude, layers, where)
+
+
+def select_layers(
+    model: nn.Module,
+    types: tuple[type[nn.Module], ...],
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    layers: int | Sequence[int] | slice | None = None,
+    where: Callable[[str, nn.Module], bool] | None = None,
+) -> list[tuple[str, nn.Module]]:
+    """:func:`select_convs` for the layers of the given ``types``; ``layers`` indexes the list of those."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    convs = [(name, module) for name, module in model.named_modules() if isinstance(module, SUPPORTED_MODULES)]
+    candidates = [(name, module) for name, module in model.named_modules() if isinstance(module, types)]
+    kinds = " or ".join(f"nn.{kind.__name__}" for kind in types)
     include, exclude = _patterns(include, "include"), _patterns(exclude, "exclude") or ()
-    indices = _indices(layers, len(convs))
+    indices = _indices(layers, len(candidates), kinds)
     if where is not None and not callable(where):
-        raise TypeError(f"where must be a callable (name, conv) -> bool, got {where!r}")
+        raise TypeError(f"where must be a callable (name, layer) -> bool, got {where!r}")
     for pattern in include or ():
-        if not any(fnmatchcase(name, pattern) for name, _ in convs):
-            raise ValueError(f"include pattern {pattern!r} matches no nn.Conv2d of the model")
+        if not any(fnmatchcase(name, pattern) for name, _ in candidates):
+            raise ValueError(f"include pattern {pattern!r} matches no {kinds} of the model")
     return [
-        (name, conv)
-        for i, (name, conv) in enumerate(convs)
+        (name, module)
+        for i, (name, module) in enumerate(candidates)
         if (indices is None or i in indices)
         and (include is None or any(fnmatchcase(name, p) for p in include))
         and not any(fnmatchcase(name, p) for p in exclude)
-        and (where is None or where(name, conv))
+        and (where is None or where(name, module))
     ]
 
 

@@ -1,11 +1,12 @@
-"""Budget allocation: the efficient frontier and the greedy choice against brute force."""
+"""Budget allocation: the efficient frontier, the greedy choice and the score threshold, against brute force."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 
-from tnlib_torch.policy import Option, allocate, efficient_frontier
+from tnlib_torch.policy import Option, allocate, efficient_frontier, select_by_score
 
 
 def convex_layer(rng, steps):
@@ -51,3 +52,32 @@ def test_bad_budgets():
         allocate(layers, float("nan"))
     with pytest.raises(ValueError, match="has no option"):
         allocate({"a": []}, 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_select_by_score_keeps_the_worst_score_as_high_as_brute_force_does(seed):
+    """Among all allocations within the budget, none has a higher lowest score; the choice is within budget."""
+    rng = np.random.default_rng(seed)
+    scored = {}
+    for k in range(3):
+        pairs = [(Option(None, 10.0, 0.0), math.inf)]
+        pairs += [(Option(r, float(rng.integers(1, 10)), 0.0), float(rng.random())) for r in range(3)]
+        scored[f"l{k}"] = pairs
+    for budget in range(3, 31):
+        best = max((min(score for _, score in combo) for combo in itertools.product(*scored.values())
+                    if sum(o.cost for o, _ in combo) <= budget), default=None)
+        if best is None:
+            with pytest.raises(ValueError, match="below the cheapest scored allocation"):
+                select_by_score(scored, budget)
+            continue
+        chosen = select_by_score(scored, budget)
+        assert sum(o.cost for o in chosen.values()) <= budget
+        scores = {name: dict((o, s) for o, s in pairs)[chosen[name]] for name, pairs in scored.items()}
+        assert min(scores.values()) == best
+
+
+def test_select_by_score_refuses_a_layer_without_options_and_bad_budgets():
+    with pytest.raises(ValueError, match="layer 'a' has no option"):
+        select_by_score({"a": []}, 1.0)
+    with pytest.raises(ValueError, match="budget must be a finite number"):
+        select_by_score({"a": [(Option(None, 1.0, 0.0), math.inf)]}, -1)
