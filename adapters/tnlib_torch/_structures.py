@@ -87,6 +87,13 @@ class Structure(ABC):
 
     def __init__(self, layer: nn.Module, fit: Mapping[str, Any]) -> None:
         self.layer, self.fit = layer, dict(fit)
+        self._built: dict[tuple[int, ...], nn.Module] = {}
+
+    def at(self, ranks: tuple[int, ...]) -> nn.Module:
+        """:meth:`build` at ``ranks``, fitted once: a second request gets the same layer."""
+        if ranks not in self._built:
+            self._built[ranks] = self.build(ranks)
+        return self._built[ranks]
 
     @abstractmethod
     def meta(self) -> FactorizedModule:
@@ -222,11 +229,7 @@ class MPSStructure(ConvStructure):
 
 
 class CPStructure(ConvStructure):
-    """:class:`CPConv2d`; its candidates are fits at a geometric ladder of ranks, kept for :meth:`build`."""
-
-    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any]) -> None:
-        super().__init__(layer, fit)
-        self.fitted: dict[int, CPConv2d] = {}
+    """:class:`CPConv2d`; its candidates are fits at a geometric ladder of ranks, kept for :meth:`at`."""
 
     def meta(self) -> FactorizedModule:
         return CPConv2d(**self.meta_kwargs(), rank=1)
@@ -236,7 +239,7 @@ class CPStructure(ConvStructure):
         shape = self.geometry.group_shape
         largest = max(1, min(math.prod(shape) // max(shape), (math.prod(shape) - 1) // sum(shape)))
         ranks = np.unique(np.geomspace(1, largest, CP_LADDER).round().astype(int))
-        errors = np.array([self.build((int(r),)).info.rel_error ** 2 for r in ranks])
+        errors = np.array([self.at((int(r),)).info.rel_error ** 2 for r in ranks])
         out_g, in_g = shape[:2]
         return Candidates([(int(r),) for r in ranks], [np.full_like(ranks, in_g), ranks, ranks, ranks,
                                                         np.full_like(ranks, out_g)], errors)
@@ -251,6 +254,4 @@ class CPStructure(ConvStructure):
         return CPConv2d.from_conv(self.layer, min(size, math.prod(shape) // max(shape)), **self.fit)
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
-        if ranks[0] not in self.fitted:
-            self.fitted[ranks[0]] = CPConv2d.from_conv(self.layer, ranks[0], **self.fit)
-        return self.fitted[ranks[0]]
+        return CPConv2d.from_conv(self.layer, ranks[0], **self.fit)

@@ -39,21 +39,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from tnlib_torch._chain import FactorizedModule
+from tnlib_torch._compress_request import BUDGET_ON, METHODS, SIZE_KEYWORDS, CompressRequest, check_request
 from tnlib_torch._costs import ChainCosts
 from tnlib_torch._reports import norm_loss, relative_error
-from tnlib_torch._structures import (
-    CPStructure,
-    LinearStructure,
-    MPSStructure,
-    Structure,
-    SVDStructure,
-    Tucker2Structure,
-)
+from tnlib_torch._structures import LinearStructure, Structure, SVDStructure
 from tnlib_torch.accounting import count_params, layer_costs, run_with_hooks
 from tnlib_torch.compression_report import CompressionReport, LayerCompression
 from tnlib_torch.policy import Option, allocate, efficient_frontier, select_by_score
@@ -61,13 +54,8 @@ from tnlib_torch.surgery import _truncated_kernel, select_layers
 
 __all__ = ["BUDGET_ON", "METHODS", "SIZE_KEYWORDS", "compress", "compress_"]
 
-#: The compression methods.
-METHODS = ("tucker2", "cp", "mps", "svd", "truncate")
-#: The size limit of each method, named as its layer names it.
-SIZE_KEYWORDS = {"tucker2": "ranks", "cp": "rank", "mps": "max_bond", "svd": "max_rank", "truncate": "max_rank"}
-#: What a budget counts.
-BUDGET_ON = ("params", "macs")
-_TAKES_CUTOFF = ("mps", "svd", "truncate")
+#: A replacement: the new module (the original for a layer kept dense), its ranks, and a note.
+Replacement = tuple[nn.Module, tuple[int, ...], str]
 
 
 def compress(model: nn.Module, method: str = "tucker2", **options: Any) -> tuple[nn.Module, CompressionReport]:
@@ -179,14 +167,16 @@ def compress_(
         smallest ranks reach, both a budget and fixed criteria, no criterion at
         all, no layer selected.  A failure leaves ``model`` unchanged.
     """
-    request = _Request.checked(method, rel_error, dict(ranks=ranks, rank=rank, max_bond=max_bond, max_rank=max_rank),
-                               cutoff, cut, order, fit, budget, budget_on, evaluate, eval_points, input_size, linear)
+    request = check_request(method, rel_error=rel_error, sizes=dict(ranks=ranks, rank=rank, max_bond=max_bond,
+                                                                    max_rank=max_rank),
+                            options=dict(cutoff=cutoff, cut=cut, order=order), fit=fit, linear=linear, budget=budget,
+                            budget_on=budget_on, evaluate=evaluate, eval_points=eval_points, input_size=input_size)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    selected = _selected(model, request, include, exclude, layers, where)
+    selected = _selected(model, request.linear, include, exclude, layers, where)
     costs_before = None if input_size is None else layer_costs(model, input_size)
-    params_before = count_params(model)
-    originals = {name: (layer, layer.weight.detach().clone()) for name, layer in selected.items()}
+    before = {name: (count_params(layer), layer.weight.detach().clone()) for name, layer in selected.items()}
+    params_before, scores = count_params(model), {}
     if request.method == "truncate":
         replacements = _truncations(selected, request)
     else:
@@ -198,138 +188,22 @@ def compress_(
             replacements = _fixed(structures, request)
         else:
             options = _options(model, structures, request, costs_before)
-            chosen = (allocate(options, request.budget * _dense_cost(options)) if request.evaluate is None
-                      else _scored(model, structures, options, request))
+            if request.policy == "budget":
+                chosen = allocate(options, request.budget * _dense_cost(options))
+            else:
+                chosen, scores = _scored(model, structures, options, request)
             replacements = _built(structures, chosen)
     for name, (module, _, _) in replacements.items():
         _install(model, name, module, selected[name])
     costs_after = None if input_size is None else layer_costs(model, input_size)
-    reports = {}
-    for name, (module, ranks, note) in replacements.items():
-        layer, weight = originals[name]
-        approx = _effective_weight(module)
-        reports[name] = LayerCompression(
-            name=name, kind=type(layer).__name__,
-            structure="truncated" if request.method == "truncate" else type(module).__name__,
-            ranks=tuple(ranks), params_before=count_params(layer), params_after=count_params(module),
-            macs_before=None if costs_before is None else _macs(costs_before, name),
-            macs_after=None if costs_after is None else _macs(costs_after, name),
-            rel_error=relative_error(weight, approx), norm_loss=norm_loss(weight, approx), note=note,
-        )
+    reports = {name: _layer_report(name, selected[name], *before[name], *replacement, request.method,
+                                   costs_before, costs_after) for name, replacement in replacements.items()}
     return CompressionReport(
         method=request.method, policy=request.policy, layers=reports, params_before=params_before,
-        params_after=count_params(model), macs_before=None if costs_before is None else _total(costs_before),
-        macs_after=None if costs_after is None else _total(costs_after),
-        input_size=None if input_size is None else tuple(input_size), budget=request.budget,
-        budget_on=None if request.budget is None else request.budget_on, scores=request.scores,
+        params_after=count_params(model), macs_before=_total(costs_before), macs_after=_total(costs_after),
+        input_size=request.input_size, budget=request.budget,
+        budget_on=None if request.budget is None else request.budget_on, scores=scores,
     )
-
-
-class _Request:
-    """The checked arguments of one :func:`compress_` call."""
-
-    method: str
-    policy: str
-    size: Any
-    rel_error: float | None
-    cutoff: float | None
-    cut: Any
-    order: str
-    fit: dict[str, Any]
-    budget: float | None
-    budget_on: str
-    evaluate: Callable[[nn.Module], float] | None
-    fractions: np.ndarray
-    input_size: Sequence[int] | None
-    linear: bool
-    scores: dict[str, Any]
-
-    @classmethod
-    def checked(cls, method: Any, rel_error: Any, sizes: dict[str, Any], cutoff: Any, cut: Any, order: Any,
-                fit: Any, budget: Any, budget_on: Any, evaluate: Any, eval_points: Any, input_size: Any,
-                linear: Any) -> _Request:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
-        r = cls()
-        r.method, r.rel_error, r.cutoff, r.input_size, r.scores = method, rel_error, cutoff, input_size, {}
-        keyword = SIZE_KEYWORDS[method]
-        for name, value in sizes.items():
-            if value is not None and name != keyword:
-                owners = " and ".join(repr(m) for m, k in SIZE_KEYWORDS.items() if k == name)
-                raise ValueError(f"{name} is the size limit of method {owners}; method {method!r} takes {keyword}")
-        r.size = _checked_size(sizes[keyword], keyword)
-        if cutoff is not None and method not in _TAKES_CUTOFF:
-            raise ValueError(f"cutoff is for the methods {', '.join(map(repr, _TAKES_CUTOFF))}; got method {method!r}")
-        if cut is not None and method not in ("svd", "truncate"):
-            raise ValueError(f"cut is for the methods 'svd' and 'truncate'; got method {method!r}")
-        if order is not None and method != "mps":
-            raise ValueError(f"order is for the method 'mps'; got method {method!r}")
-        r.cut, r.order = cut or "o|ihw", order or "ihwo"
-        if fit is not None and not isinstance(fit, Mapping):
-            raise TypeError(f"fit must be a mapping of keywords for the layers' from_conv, got {fit!r}")
-        r.fit = dict(fit or {})
-        if not isinstance(linear, bool):
-            raise TypeError(f"linear must be a bool, got {linear!r}")
-        if linear and method == "truncate":
-            raise ValueError("linear=True is not supported by method 'truncate', which truncates conv kernels")
-        r.linear = linear
-        if budget_on not in BUDGET_ON:
-            raise ValueError(f"budget_on must be one of {', '.join(map(repr, BUDGET_ON))}; got {budget_on!r}")
-        r.budget_on, r.evaluate = budget_on, evaluate
-        criteria = [name for name, value in ((keyword, r.size), ("rel_error", rel_error), ("cutoff", cutoff))
-                    if value is not None]
-        if budget is None:
-            if evaluate is not None:
-                raise ValueError("evaluate needs a budget: the accuracy policy allocates ranks under a budget")
-            if not criteria:
-                raise ValueError(f"give method {method!r} a criterion ({keyword}, rel_error"
-                                 f"{', cutoff' if method in _TAKES_CUTOFF else ''}) or a budget")
-            if method == "cp" and r.size is None and rel_error is None:
-                raise ValueError("method 'cp' needs rank or rel_error")
-            r.policy, r.budget = "fixed", None
-            return r
-        if criteria:
-            raise ValueError(f"budget allocates the ranks itself; do not also give {', '.join(criteria)}")
-        if method == "truncate":
-            raise ValueError("method 'truncate' keeps dense kernels, whose cost a budget cannot lower; "
-                             "use method 'svd' for the factored form")
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-            raise ValueError(f"budget must be a fraction in (0, 1] of the selected layers' {budget_on}, "
-                             f"got {budget!r}")
-        if budget_on == "macs" and input_size is None:
-            raise ValueError("budget_on='macs' needs input_size, the shape of one input sample (e.g. (3, 32, 32))")
-        r.budget = float(budget)
-        r.policy = "budget" if evaluate is None else "accuracy"
-        if evaluate is not None:
-            if not callable(evaluate):
-                raise TypeError(f"evaluate must be a callable model -> float, got {evaluate!r}")
-            if isinstance(eval_points, bool) or not isinstance(eval_points, int) or eval_points < 1:
-                raise ValueError(f"eval_points must be an int >= 1, got {eval_points!r}")
-        r.fractions = np.linspace(0.1, 0.9, eval_points) if eval_points > 1 else np.array([0.5])
-        return r
-
-    def structure(self, layer: nn.Module) -> Structure:
-        """The structure a selected layer gets: the method's, or the SVD split for a matrix."""
-        if isinstance(layer, nn.Linear):
-            return LinearStructure(layer, self.fit if self.method == "svd" else {})
-        if self.method == "svd":
-            return SVDStructure(layer, self.fit, self.cut)
-        if tuple(layer.kernel_size) == (1, 1):
-            return SVDStructure(layer, {}, "o|ihw")
-        if self.method == "mps":
-            return MPSStructure(layer, self.fit, self.order)
-        return {"tucker2": Tucker2Structure, "cp": CPStructure}[self.method](layer, self.fit)
-
-
-def _checked_size(value: Any, name: str) -> Any:
-    if value is None:
-        return None
-    entries = value if isinstance(value, (tuple, list)) else [value]
-    if not entries or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in entries):
-        raise TypeError(f"{name} must be an int or a sequence of ints, got {value!r}")
-    if min(entries) < 1:
-        raise ValueError(f"{name} must be >= 1 (a layer keeps at least one rank), got {value!r}")
-    return value
 
 
 @contextmanager
@@ -341,9 +215,10 @@ def _naming(name: str) -> Iterator[None]:
         raise type(error)(f"layer {name!r}: {error}") from error
 
 
-def _selected(model: nn.Module, request: _Request, include: Any, exclude: Any, layers: Any,
+def _selected(model: nn.Module, linear: bool, include: Any, exclude: Any, layers: Any,
               where: Any) -> dict[str, nn.Module]:
-    types = (nn.Conv2d, nn.Linear) if request.linear else (nn.Conv2d,)
+    """The selected layers, none inside a factorized layer, each with a finite weight of the right order."""
+    types = (nn.Conv2d, nn.Linear) if linear else (nn.Conv2d,)
     inside = [name + "." for name, module in model.named_modules() if isinstance(module, FactorizedModule)]
     selected = {name: layer for name, layer in select_layers(model, types, include, exclude, layers, where)
                 if not any(name.startswith(prefix) for prefix in inside)}
@@ -351,19 +226,15 @@ def _selected(model: nn.Module, request: _Request, include: Any, exclude: Any, l
         kinds = " or ".join(f"nn.{kind.__name__}" for kind in types)
         raise ValueError(f"no {kinds} layer of the model passes the selection (include, exclude, layers, where)")
     for name, layer in selected.items():
+        expected = "4 dimensions (out, in/groups, kh, kw)" if isinstance(layer, nn.Conv2d) else "2 dimensions"
         if layer.weight.ndim != (4 if isinstance(layer, nn.Conv2d) else 2):
-            raise ValueError(f"layer {name!r}: its weight has shape {tuple(layer.weight.shape)}, expected "
-                             f"{'4 dimensions (out, in/groups, kh, kw)' if isinstance(layer, nn.Conv2d) else '2'}")
+            raise ValueError(f"layer {name!r}: its weight has shape {tuple(layer.weight.shape)}, expected {expected}")
         if not bool(torch.isfinite(layer.weight).all()):
             raise ValueError(f"layer {name!r}: its weight contains NaN or Inf entries; expected finite values")
     return selected
 
 
-#: A replacement: the new module, its ranks, and a note (why a layer stayed dense).
-Replacement = tuple[nn.Module, tuple[int, ...], str]
-
-
-def _truncations(selected: dict[str, nn.Module], request: _Request) -> dict[str, Replacement]:
+def _truncations(selected: dict[str, nn.Module], request: CompressRequest) -> dict[str, Replacement]:
     """Every selected conv with its kernel truncated in place (all computed before any is written)."""
     kernels = {name: _truncated_kernel(conv, f"model.{name}", request.cut, max_rank=request.size,
                                        rel_error=request.rel_error, cutoff=request.cutoff, **request.fit)
@@ -374,13 +245,11 @@ def _truncations(selected: dict[str, nn.Module], request: _Request) -> dict[str,
     return {name: (selected[name], info.ranks, "") for name, (_, info) in kernels.items()}
 
 
-def _fixed(structures: dict[str, Structure], request: _Request) -> dict[str, Replacement]:
+def _fixed(structures: dict[str, Structure], request: CompressRequest) -> dict[str, Replacement]:
     """Each layer fitted with the request's criteria; kept dense where that is not smaller."""
     replacements = {}
     for name, structure in structures.items():
-        size = request.size
-        if isinstance(structure, (SVDStructure, LinearStructure)) and request.method != "svd" and size is not None:
-            size = min(size) if isinstance(size, (tuple, list)) else size  # the SVD rank of a matrix
+        size = request.matrix_size() if isinstance(structure, (SVDStructure, LinearStructure)) else request.size
         with _naming(name):
             module = structure.fixed(size, request.rel_error, request.cutoff)
         dense = count_params(structure.layer)
@@ -400,6 +269,7 @@ def _ranks(module: nn.Module) -> tuple[int, ...]:
 
 
 def _input_shapes(model: nn.Module, layers: dict[str, nn.Module], input_size: Sequence[int]) -> dict[str, tuple]:
+    """The shape (without the batch) of each layer's input in one forward pass at ``input_size``."""
     names = {layer: name for name, layer in layers.items()}
     shapes = {}
 
@@ -410,9 +280,9 @@ def _input_shapes(model: nn.Module, layers: dict[str, nn.Module], input_size: Se
     return shapes
 
 
-def _options(model: nn.Module, structures: dict[str, Structure], request: _Request,
+def _options(model: nn.Module, structures: dict[str, Structure], request: CompressRequest,
              costs_before: dict | None) -> dict[str, list[Option]]:
-    """Each layer's candidates, costed exactly, and the layer kept dense (error 0)."""
+    """Each layer's candidates cheaper than the dense layer, costed exactly, and the dense layer (error 0)."""
     shapes = ({} if request.input_size is None
               else _input_shapes(model, {n: s.layer for n, s in structures.items()}, request.input_size))
     options = {}
@@ -435,10 +305,9 @@ def _dense_cost(options: dict[str, list[Option]]) -> float:
 
 
 def _scored(model: nn.Module, structures: dict[str, Structure], options: dict[str, list[Option]],
-            request: _Request) -> dict[str, Option]:
-    """The accuracy policy: score candidates one layer at a time, then :func:`select_by_score`."""
-    baseline = _score(request.evaluate, model, "the uncompressed model")
-    request.scores["baseline"] = baseline
+            request: CompressRequest) -> tuple[dict[str, Option], dict[str, Any]]:
+    """The accuracy policy: score candidates one layer at a time, then :func:`select_by_score`; and the scores."""
+    scores: dict[str, Any] = {"baseline": _score(request.evaluate, model, "the uncompressed model")}
     scored = {}
     for name, structure in structures.items():
         frontier = efficient_frontier(options[name])
@@ -448,19 +317,18 @@ def _scored(model: nn.Module, structures: dict[str, Structure], options: dict[st
             affordable = [o for o in frontier if o.cost <= fraction * dense.cost]
             if affordable:
                 picks.setdefault(affordable[0].ranks, affordable[0])
-        pairs, request.scores[name] = [(dense, math.inf)], []
+        scored[name], scores[name] = [(dense, math.inf)], []
         for option in picks.values():
             with _naming(name):
-                module = _build(structure, option.ranks)
+                module = structure.at(option.ranks)
             _install(model, name, module, structure.layer)
             try:
                 score = _score(request.evaluate, model, f"the model with layer {name!r} at ranks {option.ranks}")
             finally:
                 _install(model, name, structure.layer, structure.layer)
-            pairs.append((option, score))
-            request.scores[name].append((list(option.ranks), option.cost, score))
-        scored[name] = pairs
-    return select_by_score(scored, request.budget * _dense_cost(options))
+            scored[name].append((option, score))
+            scores[name].append((list(option.ranks), option.cost, score))
+    return select_by_score(scored, request.budget * _dense_cost(options)), scores
 
 
 def _score(evaluate: Callable[[nn.Module], float], model: nn.Module, what: str) -> float:
@@ -473,14 +341,6 @@ def _score(evaluate: Callable[[nn.Module], float], model: nn.Module, what: str) 
     return float(score)
 
 
-def _build(structure: Structure, ranks: tuple[int, ...]) -> nn.Module:
-    """The layer at ``ranks``, kept by the structure so that a second request does not fit it again."""
-    cache = structure.__dict__.setdefault("_built", {})
-    if ranks not in cache:
-        cache[ranks] = structure.build(ranks)
-    return cache[ranks]
-
-
 def _built(structures: dict[str, Structure], chosen: dict[str, Option]) -> dict[str, Replacement]:
     replacements = {}
     for name, option in chosen.items():
@@ -488,8 +348,8 @@ def _built(structures: dict[str, Structure], chosen: dict[str, Option]) -> dict[
             replacements[name] = (structures[name].layer, (), "kept dense by the allocation")
         else:
             with _naming(name):
-                module = _build(structures[name], option.ranks)
-                replacements[name] = (module, _ranks(module), "")
+                module = structures[name].at(option.ranks)
+            replacements[name] = (module, _ranks(module), "")
     return replacements
 
 
@@ -502,14 +362,25 @@ def _install(model: nn.Module, name: str, module: nn.Module, original: nn.Module
     setattr(model.get_submodule(parent), attribute, module)
 
 
-def _effective_weight(module: nn.Module) -> torch.Tensor:
+def _layer_report(name: str, layer: nn.Module, params: int, weight: torch.Tensor, module: nn.Module,
+                  ranks: tuple[int, ...], note: str, method: str, costs_before: dict | None,
+                  costs_after: dict | None) -> LayerCompression:
+    """One layer's report; ``params`` and ``weight`` are the original layer's, ``module`` the new one."""
     with torch.no_grad():
-        return module.folded_weight() if hasattr(module, "folded_weight") else module.weight.detach()
+        approx = module.folded_weight() if hasattr(module, "folded_weight") else module.weight.detach()
+    return LayerCompression(
+        name=name, kind=type(layer).__name__, structure="truncated" if method == "truncate" else type(module).__name__,
+        ranks=tuple(ranks), params_before=params, params_after=count_params(module),
+        macs_before=None if costs_before is None else _macs(costs_before, name),
+        macs_after=None if costs_after is None else _macs(costs_after, name),
+        rel_error=relative_error(weight, approx), norm_loss=norm_loss(weight, approx), note=note,
+    )
 
 
 def _macs(costs: dict, name: str) -> int:
+    """The MACs of the layer ``name`` and of its sub-layers."""
     return sum(cost.macs for leaf, cost in costs.items() if leaf == name or leaf.startswith(name + "."))
 
 
-def _total(costs: dict) -> int:
-    return sum(cost.macs for cost in costs.values())
+def _total(costs: dict | None) -> int | None:
+    return None if costs is None else sum(cost.macs for cost in costs.values())

@@ -1,0 +1,146 @@
+"""The checked arguments of one :func:`tnlib_torch.compress_` call, and the structure each layer gets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from tnlib_torch._structures import (
+    CPStructure,
+    LinearStructure,
+    MPSStructure,
+    Structure,
+    SVDStructure,
+    Tucker2Structure,
+)
+
+#: The compression methods.
+METHODS = ("tucker2", "cp", "mps", "svd", "truncate")
+#: The size limit of each method, named as its layer names it.
+SIZE_KEYWORDS = {"tucker2": "ranks", "cp": "rank", "mps": "max_bond", "svd": "max_rank", "truncate": "max_rank"}
+#: What a budget counts.
+BUDGET_ON = ("params", "macs")
+#: The methods that take each structure option.
+_OPTION_METHODS = {"cutoff": ("mps", "svd", "truncate"), "cut": ("svd", "truncate"), "order": ("mps",)}
+
+
+@dataclass(frozen=True)
+class CompressRequest:
+    """What to do: the method, its options and the policy that chooses the ranks."""
+
+    method: str
+    policy: str  # "fixed", "budget" or "accuracy"
+    size: Any = None
+    rel_error: float | None = None
+    cutoff: float | None = None
+    cut: Any = "o|ihw"
+    order: str = "ihwo"
+    fit: dict[str, Any] = field(default_factory=dict)
+    linear: bool = False
+    budget: float | None = None
+    budget_on: str = "params"
+    evaluate: Callable[[nn.Module], float] | None = None
+    fractions: tuple[float, ...] = ()
+    input_size: tuple[int, ...] | None = None
+
+    def structure(self, layer: nn.Module) -> Structure:
+        """The structure a selected layer gets: the method's, or the SVD split for a matrix."""
+        if isinstance(layer, nn.Linear):
+            return LinearStructure(layer, self.fit if self.method == "svd" else {})
+        if self.method == "svd":
+            return SVDStructure(layer, self.fit, self.cut)
+        if tuple(layer.kernel_size) == (1, 1):
+            return SVDStructure(layer, {}, "o|ihw")
+        if self.method == "mps":
+            return MPSStructure(layer, self.fit, self.order)
+        return {"tucker2": Tucker2Structure, "cp": CPStructure}[self.method](layer, self.fit)
+
+    def matrix_size(self) -> int | None:
+        """The size limit as the SVD rank of a 1x1 conv or a linear layer: the smallest entry of a sequence."""
+        if self.method == "svd" or self.size is None:
+            return self.size
+        return min(self.size) if isinstance(self.size, (tuple, list)) else self.size
+
+
+def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options: dict[str, Any], fit: Any,
+                  linear: Any, budget: Any, budget_on: Any, evaluate: Any, eval_points: Any,
+                  input_size: Any) -> CompressRequest:
+    """The arguments of :func:`tnlib_torch.compress_` checked, with messages naming them."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+    size = _checked_sizes(method, sizes)
+    for name, value in options.items():
+        if value is not None and method not in _OPTION_METHODS[name]:
+            methods = " or ".join(map(repr, _OPTION_METHODS[name]))
+            raise ValueError(f"{name} is only for method {methods}; got method {method!r}")
+    if fit is not None and not isinstance(fit, Mapping):
+        raise TypeError(f"fit must be a mapping of keywords for the layers' from_conv, got {fit!r}")
+    if not isinstance(linear, bool):
+        raise TypeError(f"linear must be a bool, got {linear!r}")
+    if linear and method == "truncate":
+        raise ValueError("linear=True is not supported by method 'truncate', which truncates conv kernels")
+    if budget_on not in BUDGET_ON:
+        raise ValueError(f"budget_on must be one of {', '.join(map(repr, BUDGET_ON))}; got {budget_on!r}")
+    common = dict(method=method, size=size, rel_error=rel_error, cutoff=options["cutoff"],
+                  cut=options["cut"] or "o|ihw", order=options["order"] or "ihwo", fit=dict(fit or {}), linear=linear,
+                  budget_on=budget_on, input_size=None if input_size is None else tuple(input_size))
+    criteria = [name for name, value in ((SIZE_KEYWORDS[method], size), ("rel_error", rel_error),
+                                         ("cutoff", options["cutoff"])) if value is not None]
+    if budget is None:
+        _check_fixed(method, criteria, size, rel_error, evaluate)
+        return CompressRequest(policy="fixed", **common)
+    _check_budget(method, criteria, budget, budget_on, input_size)
+    if evaluate is None:
+        return CompressRequest(policy="budget", budget=float(budget), **common)
+    if not callable(evaluate):
+        raise TypeError(f"evaluate must be a callable model -> float, got {evaluate!r}")
+    if isinstance(eval_points, bool) or not isinstance(eval_points, int) or eval_points < 1:
+        raise ValueError(f"eval_points must be an int >= 1, got {eval_points!r}")
+    fractions = np.linspace(0.1, 0.9, eval_points) if eval_points > 1 else np.array([0.5])
+    return CompressRequest(policy="accuracy", budget=float(budget), evaluate=evaluate,
+                           fractions=tuple(fractions.tolist()), **common)
+
+
+def _checked_sizes(method: str, sizes: dict[str, Any]) -> Any:
+    """The method's own size limit, checked; another method's is refused."""
+    keyword = SIZE_KEYWORDS[method]
+    for name, value in sizes.items():
+        if value is not None and name != keyword:
+            owners = " and ".join(repr(m) for m, k in SIZE_KEYWORDS.items() if k == name)
+            raise ValueError(f"{name} is the size limit of method {owners}; method {method!r} takes {keyword}")
+    value = sizes[keyword]
+    if value is None:
+        return None
+    entries = value if isinstance(value, (tuple, list)) else [value]
+    if not entries or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in entries):
+        raise TypeError(f"{keyword} must be an int or a sequence of ints, got {value!r}")
+    if min(entries) < 1:
+        raise ValueError(f"{keyword} must be >= 1 (a layer keeps at least one rank), got {value!r}")
+    return value
+
+
+def _check_fixed(method: str, criteria: Sequence[str], size: Any, rel_error: Any, evaluate: Any) -> None:
+    if evaluate is not None:
+        raise ValueError("evaluate needs a budget: the accuracy policy allocates ranks under a budget")
+    if not criteria:
+        cutoff = ", cutoff" if method in _OPTION_METHODS["cutoff"] else ""
+        raise ValueError(f"give method {method!r} a criterion ({SIZE_KEYWORDS[method]}, rel_error{cutoff}) "
+                         "or a budget")
+    if method == "cp" and size is None and rel_error is None:
+        raise ValueError("method 'cp' needs rank or rel_error")
+
+
+def _check_budget(method: str, criteria: Sequence[str], budget: Any, budget_on: str, input_size: Any) -> None:
+    if criteria:
+        raise ValueError(f"budget allocates the ranks itself; do not also give {', '.join(criteria)}")
+    if method == "truncate":
+        raise ValueError("method 'truncate' keeps dense kernels, whose cost a budget cannot lower; "
+                         "use method 'svd' for the factored form")
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+        raise ValueError(f"budget must be a fraction in (0, 1] of the selected layers' {budget_on}, got {budget!r}")
+    if budget_on == "macs" and input_size is None:
+        raise ValueError("budget_on='macs' needs input_size, the shape of one input sample (e.g. (3, 32, 32))")
