@@ -129,8 +129,10 @@ def select_by_score(scored: Mapping[str, Sequence[tuple[Option, float]]], budget
     cheapest option scoring at least ``t``; lowering ``t`` only widens the
     choice, so the total cost decreases with ``t``.  The highest threshold
     whose allocation costs at most ``budget`` is chosen (the greedy
-    compression-ratio selection of AIMET).  Give the uncompressed layer the
-    score ``inf`` so that every layer can stay as it is.
+    compression-ratio selection of AIMET).  What that leaves of the budget is
+    then spent on upgrades, a layer at a time, to a costlier option of a higher
+    score: the largest score gain that fits first.  Give the uncompressed layer
+    the score ``inf`` so that every layer can stay as it is.
 
     Raises
     ------
@@ -144,18 +146,33 @@ def select_by_score(scored: Mapping[str, Sequence[tuple[Option, float]]], budget
         if not pairs:
             raise ValueError(f"scored: layer {name!r} has no option")
 
-    def choice(threshold: float) -> dict[str, Option] | None:
+    def choice(threshold: float) -> dict[str, tuple[Option, float]] | None:
         chosen = {}
         for name, pairs in scored.items():
-            allowed = [option for option, score in pairs if score >= threshold]
+            allowed = [pair for pair in pairs if pair[1] >= threshold]
             if not allowed:
                 return None
-            chosen[name] = min(allowed, key=lambda o: (o.cost, o.error))
-        return chosen if sum(o.cost for o in chosen.values()) <= budget else None
+            chosen[name] = min(allowed, key=lambda pair: (pair[0].cost, pair[0].error))
+        return chosen if sum(option.cost for option, _ in chosen.values()) <= budget else None
 
     for threshold in sorted({score for pairs in scored.values() for _, score in pairs}, reverse=True):
         if (chosen := choice(threshold)) is not None:
-            return chosen
+            return _upgraded(scored, chosen, budget)
     cheapest = sum(min(o.cost for o, _ in pairs) for pairs in scored.values())
     raise ValueError(f"budget {budget:g} is below the cheapest scored allocation ({cheapest:g}); "
                      "select fewer layers or raise the budget")
+
+
+def _upgraded(scored: Mapping[str, Sequence[tuple[Option, float]]], chosen: dict[str, tuple[Option, float]],
+              budget: float) -> dict[str, Option]:
+    """``chosen`` with the leftover budget spent on score gains, the largest (then the cheapest) first."""
+    left = budget - sum(option.cost for option, _ in chosen.values())
+    while True:
+        upgrades = [(score - chosen[name][1], -(option.cost - chosen[name][0].cost), name, k)
+                    for name, pairs in scored.items() for k, (option, score) in enumerate(pairs)
+                    if score > chosen[name][1] and 0 < option.cost - chosen[name][0].cost <= left]
+        if not upgrades:
+            return {name: option for name, (option, _) in chosen.items()}
+        _, extra, name, k = max(upgrades)
+        left += extra
+        chosen[name] = scored[name][k]

@@ -56,7 +56,7 @@ def test_bad_budgets():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_select_by_score_keeps_the_worst_score_as_high_as_brute_force_does(seed):
-    """Among all allocations within the budget, none has a higher lowest score; the choice is within budget."""
+    """No allocation within the budget has a higher lowest score, and no leftover upgrade still fits."""
     rng = np.random.default_rng(seed)
     scored = {}
     for k in range(3):
@@ -71,9 +71,12 @@ def test_select_by_score_keeps_the_worst_score_as_high_as_brute_force_does(seed)
                 select_by_score(scored, budget)
             continue
         chosen = select_by_score(scored, budget)
-        assert sum(o.cost for o in chosen.values()) <= budget
+        total = sum(o.cost for o in chosen.values())
+        assert total <= budget
         scores = {name: dict((o, s) for o, s in pairs)[chosen[name]] for name, pairs in scored.items()}
         assert min(scores.values()) == best
+        assert not any(s > scores[name] and 0 < o.cost - chosen[name].cost <= budget - total
+                       for name, pairs in scored.items() for o, s in pairs), "a better option still fits"
 
 
 def test_select_by_score_refuses_a_layer_without_options_and_bad_budgets():
