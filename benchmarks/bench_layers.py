@@ -42,8 +42,11 @@ so the calls take about 0.3 s (at least 5, at most 200; quick: about 0.03 s,
 by its rows.
 
 Sections: one per (batch, input size) -- batch 1 and 32, 16x16 and 32x32 --
-each with rows per channel count, target and structure.  Quick: 64 and 128
-channels, batch 1 and 32 at 16x16, the 4x target only.
+each with rows per channel count, target and structure; and the two batch-32
+sections again in the channels-last memory format (``torch.channels_last``:
+the dense conv, its input and a copy of every factorized layer), where oneDNN's
+1x1 and depthwise convs run faster than in the default NCHW layout.  Quick: 64 and 128
+channels, batch 1 and 32 at 16x16 (batch 32 in both layouts), the 4x target only.
 
 Targets (reported, never asserted): Tucker-2 and CP realize at least 60% of
 their MAC reduction as speed-up at 4x and 8x (each check counts the cases and
@@ -53,6 +56,7 @@ the dense conv.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import prod
@@ -65,9 +69,10 @@ from benchmarks.harness import Check, Row, Section, Timing, measure, standalone
 
 CHANNELS, QUICK_CHANNELS = (64, 128, 256), (64, 128)
 TARGETS, QUICK_TARGETS = (2, 4, 8), (4,)
-#: (batch, input side) of each section.
-CASES = ((1, 16), (1, 32), (32, 16), (32, 32))
-QUICK_CASES = ((1, 16), (32, 16))
+#: (batch, input side, memory format) of each section.
+CASES = ((1, 16, torch.contiguous_format), (1, 32, torch.contiguous_format), (32, 16, torch.contiguous_format),
+         (32, 32, torch.contiguous_format), (32, 16, torch.channels_last), (32, 32, torch.channels_last))
+QUICK_CASES = ((1, 16, torch.contiguous_format), (32, 16, torch.contiguous_format), (32, 16, torch.channels_last))
 #: Seconds of timed calls per layer, and the bounds on their number (full, quick).
 BUDGET_S, MIN_REPEAT, MAX_REPEAT = 0.3, 5, 200
 QUICK_BUDGET_S, QUICK_MIN_REPEAT, QUICK_MAX_REPEAT = 0.03, 3, 30
@@ -202,13 +207,13 @@ class _Result:
         return self.row.speedup / self.reduction
 
 
-def _section(batch: int, side: int, channels: Sequence[int], targets: Sequence[int], quick: bool,
-             layers: dict[tuple[int, int, int], list[_Layer]]) -> Section:
+def _section(batch: int, side: int, layout: torch.memory_format, channels: Sequence[int], targets: Sequence[int],
+             quick: bool, layers: dict[tuple[int, int, int], list[_Layer]]) -> Section:
     results: list[_Result] = []
     for c in channels:
         torch.manual_seed(0)
-        dense = nn.Conv2d(c, c, KERNEL, stride=1, padding=1)
-        x = torch.randn(batch, c, side, side)
+        dense = nn.Conv2d(c, c, KERNEL, stride=1, padding=1).to(memory_format=layout)
+        x = torch.randn(batch, c, side, side).contiguous(memory_format=layout)
         dense_macs = tt.count_macs(dense, (c, side, side))
         dense_time = _time(dense, x, quick)
         for target in targets:
@@ -216,7 +221,7 @@ def _section(batch: int, side: int, channels: Sequence[int], targets: Sequence[i
             if key not in layers:  # the chosen ranks depend on the input size, not on the batch
                 layers[key] = [_Layer.at_target(s, c, side, dense_macs, target) for s in STRUCTURES]
             for chosen in layers[key]:
-                timing = _time(chosen.layer, x, quick)
+                timing = _time(copy.deepcopy(chosen.layer).to(memory_format=layout), x, quick)
                 reduction = dense_macs / chosen.macs
                 speedup = dense_time.best_ms / timing.best_ms
                 name, label = chosen.structure.name, f"{c}ch {target}x"
@@ -226,8 +231,9 @@ def _section(batch: int, side: int, channels: Sequence[int], targets: Sequence[i
                     "realized": f"{speedup / reduction:.0%}",
                 })
                 results.append(_Result(row, name, label, target, reduction))
-    title = (f"CPU float32 inference, batch {batch}, {side}x{side} inputs: factorized 3x3 convs (ours) against "
-             f"the dense {DENSE} they replace")
+    layout_name = " channels_last" if layout == torch.channels_last else ""
+    title = (f"CPU float32 inference, batch {batch}, {side}x{side}{layout_name} inputs: factorized 3x3 convs (ours) "
+             f"against the dense {DENSE} they replace")
     return Section(title, [r.row for r in results], _checks(results), _notes(results, quick))
 
 
@@ -265,10 +271,10 @@ def _notes(results: Sequence[_Result], quick: bool) -> list[str]:
 
 
 def run(quick: bool = False) -> list[Section]:
-    """One section per (batch, input size) (quick: 64 and 128 channels at 16x16, the 4x target only)."""
+    """One section per (batch, input size, layout) (quick: 64 and 128 channels at 16x16, the 4x target only)."""
     channels, targets, cases = (QUICK_CHANNELS, QUICK_TARGETS, QUICK_CASES) if quick else (CHANNELS, TARGETS, CASES)
     layers: dict[tuple[int, int, int], list[_Layer]] = {}
-    return [_section(batch, side, channels, targets, quick, layers) for batch, side in cases]
+    return [_section(batch, side, layout, channels, targets, quick, layers) for batch, side, layout in cases]
 
 
 if __name__ == "__main__":
