@@ -28,7 +28,7 @@ Three policies choose the ranks:
   ``eval_points`` cost fractions are scored by ``evaluate`` on the model with
   that one layer compressed, and :func:`tnlib_torch.policy.select_by_score`
   keeps the lowest score as high as the budget allows (AIMET's greedy
-  compression-ratio selection).
+  compression-ratio selection), then spends what is left on upgrades.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from tnlib_torch._structures import LinearStructure, Structure, SVDStructure
 from tnlib_torch.accounting import count_params, layer_costs, run_with_hooks
 from tnlib_torch.compression_report import CompressionReport, LayerCompression
 from tnlib_torch.policy import Option, allocate, efficient_frontier, select_by_score
-from tnlib_torch.surgery import _truncated_kernel, select_layers
+from tnlib_torch.surgery import select_layers, truncated_kernel
 
 __all__ = ["BUDGET_ON", "METHODS", "SIZE_KEYWORDS", "compress", "compress_"]
 
@@ -236,7 +236,7 @@ def _selected(model: nn.Module, linear: bool, include: Any, exclude: Any, layers
 
 def _truncations(selected: dict[str, nn.Module], request: CompressRequest) -> dict[str, Replacement]:
     """Every selected conv with its kernel truncated in place (all computed before any is written)."""
-    kernels = {name: _truncated_kernel(conv, f"model.{name}", request.cut, max_rank=request.size,
+    kernels = {name: truncated_kernel(conv, f"model.{name}", request.cut, max_rank=request.size,
                                        rel_error=request.rel_error, cutoff=request.cutoff, **request.fit)
                for name, conv in selected.items()}
     for name, (kernel, _) in kernels.items():

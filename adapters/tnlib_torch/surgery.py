@@ -59,7 +59,7 @@ def _checked_weight(conv: object, name: str) -> torch.Tensor:
     return weight
 
 
-def _truncated_kernel(conv: nn.Conv2d, name: str, cut: CutArg, **kwargs: Any) -> tuple[torch.Tensor, TruncationInfo]:
+def truncated_kernel(conv: nn.Conv2d, name: str, cut: CutArg, **kwargs: Any) -> tuple[torch.Tensor, TruncationInfo]:
     """``conv``'s kernel truncated group by group (not yet written back), and its report."""
     weight = _checked_weight(conv, name).detach()
     if weight.dtype in _HALF_DTYPES:
@@ -127,7 +127,7 @@ def truncate_conv_(
     >>> info.rank, conv.weight is weight, torch.linalg.matrix_rank(weight.detach().reshape(32, -1)).item()
     (4, True, 4)
     """
-    kernel, info = _truncated_kernel(
+    kernel, info = truncated_kernel(
         conv, "conv", cut, max_rank=max_rank, rel_error=rel_error, cutoff=cutoff, method=method, seed=seed
     )
     with torch.no_grad():
@@ -307,7 +307,7 @@ def truncate_model_(
     kwargs = dict(max_rank=max_rank, rel_error=rel_error, cutoff=cutoff, method=method, seed=seed)
     selected = select_convs(model, include=include, exclude=exclude, layers=layers, where=where)
     results = [
-        (name, conv, *_truncated_kernel(conv, f"model.{name}".rstrip("."), cut, **kwargs)) for name, conv in selected
+        (name, conv, *truncated_kernel(conv, f"model.{name}".rstrip("."), cut, **kwargs)) for name, conv in selected
     ]
     report = {}
     for name, conv, kernel, info in results:
