@@ -19,7 +19,8 @@ def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
     subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=ROOT, check=True,
                    capture_output=True, text=True, timeout=300)
     data = json.loads(out.read_text())
-    assert data["quick"] is True and {"svd", "spectra", "mps", "tucker", "cp", "layers"} <= set(data["benchmarks"])
+    expected = {"svd", "spectra", "mps", "tucker", "cp", "layers", "eval"}
+    assert data["quick"] is True and expected <= set(data["benchmarks"])
     for sections in data["benchmarks"].values():
         for section in sections:
             if not section["rows"]:  # only a section on data this machine lacks may be empty, and says so

@@ -1,0 +1,123 @@
+"""Checkpoints of :func:`tnlib_torch.train.fine_tune`: atomic writes, checked reads, RNG states.
+
+A checkpoint is one ``torch.save`` file of plain containers (dicts, lists, strings, numbers,
+``None``) and tensors, so ``torch.load(path, weights_only=True)`` reads it.  It carries a
+fingerprint of the run that wrote it; a run resumes only from a checkpoint with its own
+fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+__all__ = ["FORMAT", "fingerprint", "resume", "save"]
+
+#: The ``"format"`` entry of every checkpoint.
+FORMAT = "tnlib_torch.train.fine_tune checkpoint, version 1"
+
+
+def fingerprint(model: nn.Module, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the names and shapes of the model's parameters, as lists (as a load returns them)."""
+    parameters = [[name, list(parameter.shape)] for name, parameter in model.named_parameters()]
+    return {"parameters": parameters, **config}
+
+
+def save(path: Path, fingerprint: dict[str, Any], model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+         history: dict[str, Any], loader_generator: torch.Generator | None) -> None:
+    """Write the checkpoint of a run after the epochs of ``history`` (``History.to_dict()``) to ``path``.
+
+    It holds ``format``, ``fingerprint``, ``epoch`` (the epochs done), the ``model``,
+    ``optimizer`` and ``scheduler`` state dicts, the ``history`` and the ``rng`` states.
+    """
+    _write_atomically(path, {
+        "format": FORMAT, "fingerprint": fingerprint, "epoch": len(history["records"]), "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
+        "rng": _rng_states(loader_generator),
+    })
+
+
+def resume(path: Path, fingerprint: dict[str, Any], model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
+           loader_generator: torch.Generator | None) -> dict[str, Any]:
+    """Load the checkpoint at ``path`` into the run's objects and generators; its history (as saved).
+
+    Raises
+    ------
+    ValueError
+        If the file is not a checkpoint of ``fine_tune``, or was written by a run with another
+        fingerprint; the message names what differs.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a checkpoint written by tnlib_torch.train.fine_tune")
+    differences = _differences(checkpoint["fingerprint"], fingerprint)
+    if differences:
+        raise ValueError(
+            f"the checkpoint {path} was written by a different run ({'; '.join(differences)}); "
+            "pass the arguments of that run to resume it, or another checkpoint path to start afresh"
+        )
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    _restore_rng_states(checkpoint["rng"], loader_generator)
+    return checkpoint["history"]
+
+
+def _write_atomically(path: Path, checkpoint: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the folder of ``path``, flushed to disk, then renamed onto ``path``.
+
+    If anything fails before the rename (``os.replace``, atomic), the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _differences(saved: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, one phrase per entry."""
+    phrases = []
+    for key in sorted(saved.keys() | expected.keys()):
+        before, now = saved.get(key), expected.get(key)
+        if before == now:
+            continue
+        if key == "parameters":
+            phrases.append("the model's parameters (names or shapes) differ")
+        else:
+            phrases.append(f"{key}={before!r} in the checkpoint, {now!r} now")
+    return phrases
+
+
+def _rng_states(loader_generator: torch.Generator | None) -> dict[str, Any]:
+    """The states of the generators a run draws from: torch's CPU and CUDA ones, and the loader's own."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    if loader_generator is not None:
+        states["loader"] = loader_generator.get_state()
+    return states
+
+
+def _restore_rng_states(states: dict[str, Any], loader_generator: torch.Generator | None) -> None:
+    """Set the generators to ``states``, as :func:`_rng_states` returned them."""
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if loader_generator is not None:
+        loader_generator.set_state(states["loader"])

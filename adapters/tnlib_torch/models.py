@@ -1,0 +1,575 @@
+"""The networks of the compressibility study, and loading their checkpoints.
+
+* :func:`vanilla_cnn` (:class:`VanillaCNN`): the four-conv-layer CNN of Singh,
+  Jahromi & Orus (2024), "Tensor network compressibility of convolutional
+  models", with configurable widths (the paper does not publish them);
+* :func:`cifar_resnet`: the CIFAR ResNets of He et al. (2016), depth ``6n + 2``,
+  16/32/64 channels and parameter-free "option A" shortcuts, whose state-dict
+  keys are those of the published checkpoints of akamaster/pytorch_resnet_cifar10;
+* :func:`resnet18_cifar`, :func:`resnet50_cifar`: the ImageNet ResNet-18/50 with
+  a 3x3 stride-1 stem and no max-pool, for 32x32 inputs;
+* :func:`load_checkpoint`: a checkpoint into a model, by ``torch.load(...,
+  weights_only=True)`` only, checked against the model before anything is copied;
+* :data:`MODELS` and :func:`build_model`: the models by name.
+
+Every model is an ``nn.Sequential`` of named layers (its ``forward`` is the
+chain), so the state-dict keys are the layer names (``conv1.weight``,
+``layer2.0.bn1.running_mean``, ``linear.bias``), and the models script
+(``torch.jit.script``) and export (``torch.export``).  Conv and linear weights are
+drawn Kaiming-normal (fan-in, ReLU gain), as in akamaster's CIFAR ResNets; batch
+norms start at weight 1, bias 0; linear biases keep PyTorch's default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from numbers import Integral
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parameter import is_lazy
+
+__all__ = [
+    "CIFAR_RESNET_DEPTHS",
+    "CIFAR_RESNET_NORMALIZATION",
+    "MODELS",
+    "SHORTCUTS",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "VanillaCNN",
+    "ZeroPadShortcut",
+    "build_model",
+    "cifar_resnet",
+    "load_checkpoint",
+    "resnet18_cifar",
+    "resnet50_cifar",
+    "vanilla_cnn",
+]
+
+#: The input normalisation (per channel, on [0, 1] pixels) the published CIFAR ResNet checkpoints were trained with.
+CIFAR_RESNET_NORMALIZATION: dict[str, tuple[float, float, float]] = {
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+}
+#: The depths of the CIFAR ResNets of He et al. (2016) that :data:`MODELS` names; any ``6n + 2 >= 8`` builds.
+CIFAR_RESNET_DEPTHS: tuple[int, ...] = (20, 32, 44, 56, 110)
+#: The downsampling shortcuts of a residual block: "option A" (``"zero_pad"``) and "option B" (``"projection"``).
+SHORTCUTS: tuple[str, ...] = ("zero_pad", "projection")
+
+#: The default widths of :class:`VanillaCNN` and the blocks it max-pools after.
+_VANILLA_WIDTHS = (32, 64, 128, 128)
+_VANILLA_POOL_AFTER = (2, 4)
+#: Keys under which a checkpoint file may wrap its state dict, tried in this order.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+#: The prefix ``nn.DataParallel`` puts on every key.
+_DATA_PARALLEL_PREFIX = "module."
+#: How many names of each kind a mismatch error lists.
+_SHOWN = 5
+
+
+# -- validation ------------------------------------------------------------------------------------------------------
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_sizes(values: object, name: str, count: int | None = None) -> tuple[int, ...]:
+    expected = f"a sequence of {count or 'one or more'} positive ints"
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be {expected}, got {values!r}")
+    if not values or (count is not None and len(values) != count):
+        raise ValueError(f"{name} must be {expected}, got {len(values)}: {tuple(values)!r}")
+    return tuple(_check_int(value, f"{name}[{i}]", 1) for i, value in enumerate(values))
+
+
+def _check_shortcut(shortcut: object) -> str:
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {shortcut!r}")
+    return shortcut  # type: ignore[return-value]
+
+
+# -- building blocks -------------------------------------------------------------------------------------------------
+
+
+def _init_weights(model: nn.Module) -> None:
+    """Kaiming-normal (fan-in, ReLU gain) conv and linear weights, as akamaster's CIFAR ResNets."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+
+
+def _head(features: int, num_classes: int) -> OrderedDict[str, nn.Module]:
+    """Global average pooling to 1x1, flattening and the linear classifier."""
+    return OrderedDict(avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), linear=nn.Linear(features, num_classes))
+
+
+def _conv_bn(in_planes: int, out_planes: int, kernel_size: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """A bias-free conv, ``padding = kernel_size // 2``, and the batch norm after it."""
+    conv = nn.Conv2d(in_planes, out_planes, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+    return conv, nn.BatchNorm2d(out_planes)
+
+
+class ZeroPadShortcut(nn.Module):
+    """The parameter-free "option A" shortcut of He et al. (2016): subsample, then zero-pad the channels.
+
+    ``x[:, :, ::stride, ::stride]`` with ``(out_planes - in_planes) // 2`` zero
+    channels in front and the rest behind; for the CIFAR ResNets (``out_planes =
+    2 in_planes = planes``) that is ``planes // 4`` zero channels on each side.
+
+    Parameters
+    ----------
+    in_planes, out_planes : int
+        Channels in and out, ``out_planes >= in_planes``.
+    stride : int
+        The subsampling step along both spatial axes.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int = 2) -> None:
+        super().__init__()
+        in_planes = _check_int(in_planes, "in_planes", 1)
+        out_planes = _check_int(out_planes, "out_planes", in_planes)
+        self.stride = _check_int(stride, "stride", 1)
+        self.front = (out_planes - in_planes) // 2
+        self.back = out_planes - in_planes - self.front
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.front, self.back))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, pad=({self.front}, {self.back})"
+
+
+def _shortcut(in_planes: int, out_planes: int, stride: int, kind: str) -> nn.Module:
+    """The identity where shapes agree; otherwise option A (zero pad) or B (1x1 conv + batch norm)."""
+    kind = _check_shortcut(kind)
+    if stride == 1 and in_planes == out_planes:
+        return nn.Identity()
+    if kind == "zero_pad":
+        return ZeroPadShortcut(in_planes, out_planes, stride)
+    return nn.Sequential(*_conv_bn(in_planes, out_planes, 1, stride))
+
+
+class BasicBlock(nn.Module):
+    """The residual block of two 3x3 convs: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
+
+    ``conv1`` carries the stride; the output has ``planes`` channels.
+
+    Parameters
+    ----------
+    in_planes, planes : int
+        Channels in and out.
+    stride : int
+        The stride of ``conv1`` (and of the shortcut).
+    shortcut : {"zero_pad", "projection"}
+        The shortcut where the shapes change (see :data:`SHORTCUTS`); the identity elsewhere.
+    """
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection") -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(in_planes, planes, 3, stride)
+        self.conv2, self.bn2 = _conv_bn(planes, planes, 3)
+        self.shortcut = _shortcut(in_planes, planes, stride, shortcut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """The bottleneck block: 1x1 ``in -> planes``, 3x3 ``planes -> planes``, 1x1 ``planes -> 4 planes``.
+
+    ``relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x))``;
+    the 3x3 conv ``conv2`` carries the stride (as torchvision's ResNet v1.5).
+
+    Parameters
+    ----------
+    in_planes, planes : int
+        Channels in, and of the 3x3 conv; the output has ``4 planes``.
+    stride : int
+        The stride of ``conv2`` (and of the shortcut).
+    shortcut : {"zero_pad", "projection"}
+        The shortcut where the shapes change (see :data:`SHORTCUTS`); the identity elsewhere.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection") -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1, self.bn1 = _conv_bn(in_planes, planes, 1)
+        self.conv2, self.bn2 = _conv_bn(planes, planes, 3, stride)
+        self.conv3, self.bn3 = _conv_bn(planes, out_planes, 1)
+        self.shortcut = _shortcut(in_planes, out_planes, stride, shortcut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
+
+
+Block = type[BasicBlock] | type[Bottleneck]
+
+
+def _stage(block: Block, in_planes: int, planes: int, num_blocks: int, stride: int, shortcut: str) -> nn.Sequential:
+    """``num_blocks`` blocks of width ``planes``; the first has the stride (and the shortcut that changes shape)."""
+    blocks = []
+    for block_stride in (stride, *(1,) * (num_blocks - 1)):
+        blocks.append(block(in_planes, planes, block_stride, shortcut))
+        in_planes = planes * block.expansion
+    return nn.Sequential(*blocks)
+
+
+# -- networks --------------------------------------------------------------------------------------------------------
+
+
+class VanillaCNN(nn.Sequential):
+    """The four-conv-layer CNN of Singh, Jahromi & Orus (2024).
+
+    Layers (``nn.Sequential`` children, by name): for ``k = 1..4``, ``conv{k}``
+    (3x3, padding 1, no bias, ``widths[k-1]`` channels), ``bn{k}``, ``relu{k}``,
+    and ``pool2``, ``pool4`` (2x2 max-pooling) after blocks 2 and 4; then
+    ``avgpool`` (adaptive, to 1x1), ``flatten`` and ``linear`` (``widths[3] ->
+    num_classes``).  Any input of at least 4x4 works (8x8 digits become 2x2
+    before the average pooling, 32x32 CIFAR images 8x8).
+
+    The paper does not publish the widths.  The default ``(32, 64, 128, 128)``
+    doubles the width at each of the first three blocks, the usual pattern, and
+    holds 242,474 parameters for CIFAR-10, the same order as ResNet-20's
+    269,722, so the two are compared at a similar size.
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs of the classifier, at least 2.
+    in_channels : int
+        Channels of the input images (3 for CIFAR, 1 for grayscale digits).
+    widths : sequence of 4 ints
+        Output channels of the four convs.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = _VANILLA_WIDTHS) -> None:
+        num_classes = _check_int(num_classes, "num_classes", 2)
+        in_channels = _check_int(in_channels, "in_channels", 1)
+        widths = _check_sizes(widths, "widths", 4)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for k, (c_in, c_out) in enumerate(zip((in_channels, *widths), widths), start=1):
+            layers[f"conv{k}"], layers[f"bn{k}"] = _conv_bn(c_in, c_out, 3)
+            layers[f"relu{k}"] = nn.ReLU()
+            if k in _VANILLA_POOL_AFTER:
+                layers[f"pool{k}"] = nn.MaxPool2d(2)
+        layers.update(_head(widths[-1], num_classes))
+        super().__init__(layers)
+        _init_weights(self)
+
+
+class ResNet(nn.Sequential):
+    """A ResNet with a 3x3 stride-1 stem and no max-pool, for small (CIFAR-sized) images.
+
+    Layers (``nn.Sequential`` children, by name): ``conv1`` (3x3, stride 1,
+    padding 1, no bias, ``in_channels -> widths[0]``), ``bn1``, ``relu``; one
+    stage ``layer{k}`` per width (an ``nn.Sequential`` of ``num_blocks[k-1]``
+    blocks, the first of stage ``k > 1`` with stride 2); ``avgpool`` (adaptive, to
+    1x1), ``flatten``, ``linear`` (``widths[-1] * block.expansion ->
+    num_classes``).
+
+    Parameters
+    ----------
+    block : type
+        :class:`BasicBlock` or :class:`Bottleneck` (or a subclass, with its ``expansion``).
+    num_blocks : sequence of int
+        Blocks per stage.
+    widths : sequence of int
+        ``planes`` of each stage, as many as ``num_blocks``.
+    num_classes : int
+        Outputs of the classifier, at least 2.
+    in_channels : int
+        Channels of the input images.
+    shortcut : {"zero_pad", "projection"}
+        The shortcut of the blocks that change shape (see :data:`SHORTCUTS`).
+    """
+
+    def __init__(self, block: Block, num_blocks: Sequence[int], widths: Sequence[int], num_classes: int = 10,
+                 in_channels: int = 3, shortcut: str = "projection") -> None:
+        if not (isinstance(block, type) and issubclass(block, (BasicBlock, Bottleneck))):
+            raise TypeError(f"block must be BasicBlock or Bottleneck (or a subclass), got {block!r}")
+        widths = _check_sizes(widths, "widths")
+        num_blocks = _check_sizes(num_blocks, "num_blocks", len(widths))
+        num_classes = _check_int(num_classes, "num_classes", 2)
+        in_channels = _check_int(in_channels, "in_channels", 1)
+        shortcut = _check_shortcut(shortcut)
+
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["conv1"], layers["bn1"] = _conv_bn(in_channels, widths[0], 3)
+        layers["relu"] = nn.ReLU()
+        in_planes = widths[0]
+        for k, (planes, blocks) in enumerate(zip(widths, num_blocks), start=1):
+            layers[f"layer{k}"] = _stage(block, in_planes, planes, blocks, 1 if k == 1 else 2, shortcut)
+            in_planes = planes * block.expansion
+        layers.update(_head(in_planes, num_classes))
+        super().__init__(layers)
+        _init_weights(self)
+
+
+def vanilla_cnn(num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = _VANILLA_WIDTHS) -> VanillaCNN:
+    """The four-conv-layer CNN of Singh, Jahromi & Orus (2024); see :class:`VanillaCNN`.
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs of the classifier, at least 2.
+    in_channels : int
+        Channels of the input images.
+    widths : sequence of 4 ints
+        Output channels of the four convs.
+
+    Returns
+    -------
+    VanillaCNN
+    """
+    return VanillaCNN(num_classes, in_channels, widths)
+
+
+def cifar_resnet(depth: int, num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """The CIFAR ResNet of He et al. (2016) of a given depth, with "option A" shortcuts.
+
+    Three stages of ``n = (depth - 2) / 6`` :class:`BasicBlock` each, of 16, 32
+    and 64 channels, after a 3x3 stem conv of 16 channels; the first block of
+    stages 2 and 3 has stride 2 and the parameter-free :class:`ZeroPadShortcut`.
+    The state-dict keys are those of akamaster/pytorch_resnet_cifar10's
+    checkpoints (without their ``module.`` prefix, which :func:`load_checkpoint`
+    strips).  ResNet-20 has 269,722 parameters and ResNet-56 853,018 (10 classes).
+
+    Parameters
+    ----------
+    depth : int
+        ``6n + 2`` with ``n >= 1``; He et al. use 20, 32, 44, 56, 110 (and 1202).
+    num_classes : int
+        Outputs of the classifier, at least 2.
+    in_channels : int
+        Channels of the input images.
+
+    Returns
+    -------
+    ResNet
+    """
+    depth = _check_int(depth, "depth", 8)
+    if (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n + 2 with n >= 1 (He et al. use {', '.join(map(str, CIFAR_RESNET_DEPTHS))}"
+                         f" and 1202), got {depth}")
+    n = (depth - 2) // 6
+    return ResNet(BasicBlock, (n, n, n), (16, 32, 64), num_classes, in_channels, shortcut="zero_pad")
+
+
+def resnet18_cifar(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-18 for CIFAR: :class:`BasicBlock` ``[2, 2, 2, 2]``, widths 64/128/256/512, projection shortcuts.
+
+    The ImageNet ResNet-18 of He et al. (2016) with a 3x3 stride-1 stem conv of
+    64 channels and no max-pool; 11,173,962 parameters for 10 classes.
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs of the classifier, at least 2.
+    in_channels : int
+        Channels of the input images.
+
+    Returns
+    -------
+    ResNet
+    """
+    return ResNet(BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), num_classes, in_channels)
+
+
+def resnet50_cifar(num_classes: int = 10, in_channels: int = 3) -> ResNet:
+    """ResNet-50 for CIFAR: :class:`Bottleneck` ``[3, 4, 6, 3]``, widths 64/128/256/512 (x4), projection shortcuts.
+
+    The ImageNet ResNet-50 of He et al. (2016) with a 3x3 stride-1 stem conv of
+    64 channels and no max-pool; 23,520,842 parameters for 10 classes.
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs of the classifier, at least 2.
+    in_channels : int
+        Channels of the input images.
+
+    Returns
+    -------
+    ResNet
+    """
+    return ResNet(Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), num_classes, in_channels)
+
+
+#: The models by name: each factory takes ``num_classes`` and ``in_channels``.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "vanilla_cnn": vanilla_cnn,
+    **{f"resnet{depth}": partial(cifar_resnet, depth) for depth in CIFAR_RESNET_DEPTHS},
+    "resnet18": resnet18_cifar,
+    "resnet50": resnet50_cifar,
+}
+
+
+def build_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """The model :data:`MODELS` names, freshly initialized.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MODELS`.
+    num_classes, in_channels : int
+        Passed to the factory.
+
+    Returns
+    -------
+    nn.Module
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, one of {', '.join(MODELS)}; got {type(name).__name__}")
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; the available models are {', '.join(MODELS)}")
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels)
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------------
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    """The state dict a checkpoint file holds, unwrapped, by ``torch.load(..., weights_only=True)``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at '{path}'")
+    try:
+        loaded = torch.load(path, weights_only=True, map_location="cpu")
+    except OSError:
+        raise
+    except Exception as err:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a foreign file
+        raise ValueError(f"'{path}' is not a torch checkpoint that loads with weights_only=True "
+                         f"({type(err).__name__}; checkpoints holding arbitrary Python objects are refused)") from err
+    for key in _WRAPPER_KEYS:
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+            break
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in loaded.items()
+    ):
+        raise ValueError(f"'{path}' does not hold a state dict (a mapping of names to tensors, bare or under one of "
+                         f"the keys {', '.join(map(repr, _WRAPPER_KEYS))})")
+    return loaded
+
+
+def _strip_data_parallel(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """``state`` without the ``module.`` prefix, when every key has it (its metadata renamed alike)."""
+    prefix = _DATA_PARALLEL_PREFIX
+    if not state or not all(key.startswith(prefix) for key in state):
+        return state
+    stripped = OrderedDict((key[len(prefix):], value) for key, value in state.items())
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:  # "module" is the wrapped model's root; "" the DataParallel wrapper's, dropped
+        stripped._metadata = OrderedDict(  # type: ignore[attr-defined]
+            ("" if key == prefix[:-1] else key[len(prefix):], value)
+            for key, value in metadata.items() if key == prefix[:-1] or key.startswith(prefix)
+        )
+    return stripped
+
+
+def _filled_in_by_batch_norm(model: nn.Module, state: Mapping[str, torch.Tensor]) -> set[str]:
+    """The ``num_batches_tracked`` keys batch norm fills in itself when a checkpoint predates them (PyTorch < 0.4.1).
+
+    As ``_NormBase._load_from_state_dict``: for a module whose metadata version
+    is missing or below 2 (the checkpoints of akamaster have no metadata).
+    """
+    metadata = getattr(state, "_metadata", None) or {}
+    return {
+        f"{name}.num_batches_tracked" if name else "num_batches_tracked"
+        for name, module in model.named_modules(remove_duplicate=False)
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats
+        and (metadata.get(name, {}).get("version") or 0) < 2
+    }
+
+
+def _listing(items: Sequence[str], noun: str, where: str) -> str:
+    shown = ", ".join(items[:_SHOWN]) + (f", ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'} ({where}): {shown}"
+
+
+def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, path: Path) -> None:
+    """Raise a ValueError listing what keeps ``state`` from loading into ``model``, before anything is copied."""
+    expected = model.state_dict(keep_vars=True)
+    filled_in = _filled_in_by_batch_norm(model, state)
+    missing = [key for key in expected if key not in state and key not in filled_in]
+    unexpected = [key for key in state if key not in expected]
+    conflicts = [
+        f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and not is_lazy(value) and state[key].shape != value.shape
+    ]
+    found = [(missing if strict else [], "missing key", "in the model, not in the checkpoint"),
+             (unexpected if strict else [], "unexpected key", "in the checkpoint, not in the model"),
+             (conflicts, "shape conflict", "name, checkpoint shape vs model shape")]
+    problems = [_listing(items, noun, where) for items, noun, where in found if items]
+    if problems:
+        raise ValueError(f"checkpoint '{path}' does not fit the {type(model).__name__} (a checkpoint of another "
+                         f"architecture?); nothing was loaded: " + "; ".join(problems))
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
+    """Load the weights of a checkpoint file into ``model``, in place.
+
+    The file is read by ``torch.load(path, weights_only=True,
+    map_location="cpu")`` only, so a file that would run code when unpickled is
+    refused.  It may hold a bare state dict or wrap one under ``"state_dict"``,
+    ``"model_state_dict"`` or ``"model"`` (the first of these keys whose value is
+    a mapping); a ``module.`` prefix on every key (``nn.DataParallel``) is
+    stripped.  The state dict is checked against ``model.state_dict()`` first, so
+    a mismatch leaves the model unchanged; then ``model.load_state_dict`` copies
+    it, to the model's device and dtype.  ``num_batches_tracked`` buffers that a
+    checkpoint from before PyTorch 0.4.1 lacks are not missing (batch norm fills
+    them in, as ``load_state_dict`` does).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model to load into.
+    path : str or os.PathLike
+        The checkpoint file.
+    strict : bool
+        Refuse missing and unexpected keys (shape conflicts are refused either way).
+
+    Returns
+    -------
+    nn.Module
+        ``model``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        A file that is not a torch checkpoint of tensors, or that holds no state
+        dict; a state dict that does not fit the model (the message lists the
+        missing keys, the unexpected keys and the shape conflicts, a few of each
+        with their counts).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
+    path = Path(path)
+    state = _strip_data_parallel(_read_state_dict(path))
+    _check_fits(model, state, strict, path)
+    model.load_state_dict(state, strict=strict)
+    return model

@@ -1,0 +1,338 @@
+"""Evaluation and (re)training: exact metrics, learning, determinism, resumable checkpoints, schedules."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+import tnlib_torch.train as train  # noqa: E402
+from tests.core.test_api import plain_signature  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def blobs(n: int = 48, features: int = 4, classes: int = 3, seed: int = 0) -> TensorDataset:
+    """Gaussian blobs around ``classes`` random centres: a small, learnable problem."""
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.arange(n) % classes
+    centres = 2 * torch.randn(classes, features, generator=generator)
+    return TensorDataset(centres[targets] + torch.randn(n, features, generator=generator), targets)
+
+
+def loader(dataset: TensorDataset, batch_size: int = 8, shuffle: bool = True, seed: int = 0) -> DataLoader:
+    """A DataLoader shuffling with its own generator, seeded, as the docs recommend."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+
+
+def mlp(features: int = 4, classes: int = 3, hidden: int = 16, dropout: float = 0.2, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[key], sb[key]) for key in sa)
+
+
+def without_seconds(history: train.History) -> list[dict]:
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history.to_dict()["records"]]
+
+
+class Lookup(nn.Module):
+    """Logits chosen by hand: input ``i`` (a sample index) gets row ``i`` of ``table``."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = nn.Parameter(table)
+        self.seen_training: list[bool] = []
+        self.seen_inference: list[bool] = []
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        self.seen_training.append(self.training)
+        self.seen_inference.append(torch.is_inference_mode_enabled())
+        return self.table[index]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptedLoader:
+    """``loader``, interrupted at batch ``batch`` of epoch ``epoch`` (1-based); with the loader's ``generator``."""
+
+    def __init__(self, loader: DataLoader, epoch: int, batch: int) -> None:
+        self.loader, self.epoch, self.batch, self.epochs_started = loader, epoch, batch, 0
+        self.generator = loader.generator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        self.epochs_started += 1
+        for index, batch in enumerate(self.loader):
+            if (self.epochs_started, index) == (self.epoch, self.batch):
+                raise Interrupted
+            yield batch
+
+
+# -- evaluate -----------------------------------------------------------------------------------------
+
+#: Every row of logits is a permutation of these values, so logsumexp is the same for all rows.
+VALUES = [3.0, 2.0, 1.0, 0.0, -1.0, -2.0]
+LOGSUMEXP = math.log(sum(math.exp(v) for v in VALUES))
+TARGETS = [0, 1, 2, 3, 4, 5, 0]
+TARGET_VALUES = [3.0, 3.0, -2.0, 0.0, 1.0, -1.0, 3.0]  # the logit of each sample's target
+
+
+def lookup_model() -> Lookup:
+    rows = []
+    for target, value in zip(TARGETS, TARGET_VALUES):
+        others = [v for v in VALUES if v != value]
+        rows.append(others[:target] + [value] + others[target:])
+    return Lookup(torch.tensor(rows, dtype=torch.float64))
+
+
+def lookup_loader(batch_size: int = 3) -> DataLoader:
+    dataset = TensorDataset(torch.arange(len(TARGETS)), torch.tensor(TARGETS))
+    return DataLoader(dataset, batch_size=batch_size)  # batches of 3, 3 and 1 samples
+
+
+def test_evaluate_is_exact_and_weights_samples_not_batches():
+    metrics = train.evaluate(lookup_model(), lookup_loader())
+    # A target with logit v ranks 3 - v (0-based): a top-1 hit iff v = 3, a top-5 hit iff v >= -1.
+    assert metrics["top1"] == 3 / 7 and metrics["top5"] == 6 / 7 and metrics["count"] == 7
+    # The cross-entropy of a sample is logsumexp(row) - v; the mean of the v is 1.
+    assert metrics["loss"] == pytest.approx(LOGSUMEXP - 1.0, rel=1e-14)
+    mean_of_batch_means = LOGSUMEXP - (4 / 3 + 0 + 3) / 3
+    assert abs(metrics["loss"] - mean_of_batch_means) > 0.4
+    assert train.evaluate(lookup_model(), lookup_loader(batch_size=7)) == pytest.approx(metrics, rel=1e-14)
+
+
+def test_evaluate_top5_with_fewer_than_five_classes_is_top_all():
+    model = Lookup(torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]))
+    dataset = TensorDataset(torch.arange(2), torch.tensor([0, 1]))
+    metrics = train.evaluate(model, DataLoader(dataset, batch_size=2))
+    assert (metrics["top1"], metrics["top5"], metrics["count"]) == (0.0, 1.0, 2)
+
+
+def test_evaluate_runs_in_eval_and_inference_mode_and_restores_every_training_flag():
+    model = lookup_model()
+    wrapper = nn.Sequential(model, nn.Dropout())
+    wrapper.train()
+    wrapper[1].eval()  # a mixed state: restored module by module
+    train.evaluate(wrapper, lookup_loader())
+    assert model.seen_training == [False] * 3 and model.seen_inference == [True] * 3
+    assert (wrapper.training, model.training, wrapper[1].training) == (True, True, False)
+
+
+def test_evaluate_refuses_an_empty_loader_a_non_module_and_wrong_shapes():
+    model = lookup_model()
+    model.train()
+    with pytest.raises(ValueError, match="loader yielded no samples"):
+        train.evaluate(model, [])
+    assert model.training
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got function"):
+        train.evaluate(lambda x: x, lookup_loader())
+    with pytest.raises(ValueError, match=re.escape("got logits (3, 6) and targets (3, 1)")):
+        train.evaluate(model, [(torch.arange(3), torch.zeros(3, 1, dtype=torch.long))])
+
+
+# -- fine_tune: learning, determinism -----------------------------------------------------------------
+
+
+def digits() -> tuple[TensorDataset, TensorDataset]:
+    datasets = pytest.importorskip("sklearn.datasets")
+    data = datasets.load_digits()
+    inputs = torch.tensor(data.data / 16.0, dtype=torch.float32)
+    targets = torch.tensor(data.target, dtype=torch.long)
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(0))
+    train_part, test_part = order[:1200], order[1200:]
+    return TensorDataset(inputs[train_part], targets[train_part]), TensorDataset(inputs[test_part], targets[test_part])
+
+
+def test_fine_tune_learns_digits_from_scratch():
+    train_set, test_set = digits()
+    model = mlp(features=64, classes=10, hidden=64, dropout=0.0)
+    test_loader = loader(test_set, batch_size=256, shuffle=False)
+    before = train.evaluate(model, test_loader)["top1"]
+    history = train.fine_tune(model, loader(train_set, batch_size=32), epochs=3, lr=0.05, val_loader=test_loader,
+                              progress=False)
+    after = train.evaluate(model, test_loader)
+    assert before < 0.3 and after["top1"] > 0.85
+    assert history.records[-1].val == after and after["count"] == len(test_set)
+    assert [record.epoch for record in history.records] == [1, 2, 3]
+    assert history.records[-1].train_loss < history.records[0].train_loss
+    assert json.loads(json.dumps(history.to_dict())) == history.to_dict()
+    assert train.History.from_dict(history.to_dict()) == history
+
+
+def test_fine_tune_with_the_same_seed_gives_the_same_weights():
+    def run(seed: int) -> nn.Module:
+        model = mlp()
+        train.fine_tune(model, loader(blobs()), epochs=2, lr=0.1, seed=seed, progress=False)
+        return model
+
+    first = run(0)
+    assert_same_weights(first, run(0))
+    assert not torch.equal(first[0].weight, run(1)[0].weight)  # the seed drives dropout
+
+
+def test_fine_tune_restores_the_training_flags():
+    model = mlp()
+    model.eval()
+    train.fine_tune(model, loader(blobs()), epochs=1, progress=False, device="cpu")
+    assert not any(module.training for module in model.modules())
+
+
+def test_progress_bar_shows_the_running_metrics_and_is_optional(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    train.fine_tune(mlp(), loader(blobs()), epochs=1, progress=True)
+    assert re.search(r"epoch 1/1.*loss=\d\.\d{4}, top1=\d\.\d{3}", capsys.readouterr().err)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # importing it now raises ImportError
+    train.fine_tune(mlp(), loader(blobs()), epochs=1, progress=True)
+    assert capsys.readouterr().err == ""
+
+
+# -- fine_tune: checkpoints ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("optimizer", "schedule", "extra"), [
+    ("sgd", "cosine", {"nesterov": True}),
+    ("adamw", "step", {"step_size": 3}),
+])
+def test_an_interrupted_run_resumed_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, optimizer, schedule,
+                                                                                    extra):
+    data, val = blobs(), loader(blobs(seed=1), shuffle=False)
+    kwargs = dict(epochs=4, lr=0.05, optimizer=optimizer, schedule=schedule, val_loader=val, progress=False, **extra)
+    straight = mlp()
+    expected = train.fine_tune(straight, loader(data), **kwargs)
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(Interrupted):  # killed in the middle of the third epoch of four
+        train.fine_tune(mlp(), InterruptedLoader(loader(data), epoch=3, batch=2), checkpoint=path, **kwargs)
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 2 and len(saved["history"]["records"]) == 2
+    assert set(saved) == {"format", "fingerprint", "epoch", "model", "optimizer", "scheduler", "history", "rng"}
+    assert list(tmp_path.iterdir()) == [path]
+
+    resumed = mlp(seed=1)  # other initial weights: all of them come from the checkpoint
+    history = train.fine_tune(resumed, loader(data), checkpoint=path, **kwargs)
+    assert_same_weights(resumed, straight)
+    assert without_seconds(history) == without_seconds(expected)
+
+    class Untouchable:  # a complete run only loads its checkpoint
+        generator = torch.Generator()
+
+        def __iter__(self):
+            raise AssertionError("a complete run must not train")
+
+    done = mlp(seed=2)
+    again = train.fine_tune(done, Untouchable(), checkpoint=path, **kwargs)
+    assert_same_weights(done, straight)
+    assert again == history
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lr": 0.2}, "lr=0.1 in the checkpoint, 0.2 now"),
+    ({"epochs": 3}, "epochs=2 in the checkpoint, 3 now"),
+    ({"optimizer": "adamw"}, "optimizer='sgd' in the checkpoint, 'adamw' now"),
+    ({"schedule": "constant"}, "schedule='cosine' in the checkpoint, 'constant' now"),
+    ({"model": mlp(hidden=8)}, r"the model's parameters \(names or shapes\) differ"),
+    ({"train_loader": DataLoader(blobs(), batch_size=8)}, "loader_generator=True in the checkpoint, False now"),
+])
+def test_a_checkpoint_of_another_run_is_refused(tmp_path, change, message):
+    path = tmp_path / "run.pt"
+    arguments = {"model": mlp(), "train_loader": loader(blobs()), "epochs": 2, "lr": 0.1, "progress": False}
+    train.fine_tune(**arguments, checkpoint=path)
+    with pytest.raises(ValueError, match=f"was written by a different run \\({message}\\)"):
+        train.fine_tune(**{**arguments, **change}, checkpoint=path)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.ones(2)}, path)
+    with pytest.raises(ValueError, match="is not a checkpoint written by tnlib_torch.train.fine_tune"):
+        train.fine_tune(mlp(), loader(blobs()), epochs=1, checkpoint=path, progress=False)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "run.pt"
+    real_save, calls = torch.save, []
+
+    def save_failing_the_second_time(obj, file, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            file.write(b"half a checkpoint")
+            raise OSError("disk full")
+        real_save(obj, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_failing_the_second_time)
+    with pytest.raises(OSError, match="disk full"):
+        train.fine_tune(mlp(), loader(blobs()), epochs=2, checkpoint=path, progress=False)
+    assert list(tmp_path.iterdir()) == [path]
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+
+
+# -- schedules and arguments --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("schedule", "extra", "expected"), [
+    ("cosine", {}, lambda e: 0.1 * (1 + math.cos(math.pi * e / 5)) / 2),
+    ("step", {"step_size": 2, "gamma": 0.5}, lambda e: 0.1 * 0.5 ** (e // 2)),
+    ("constant", {}, lambda e: 0.1),
+])
+def test_the_learning_rates_follow_the_schedule(schedule, extra, expected):
+    dataset = blobs(n=6)
+    history = train.fine_tune(mlp(), loader(dataset, batch_size=6), epochs=5, lr=0.1, schedule=schedule,
+                              progress=False, **extra)
+    assert [record.lr for record in history.records] == pytest.approx([expected(e) for e in range(5)], rel=1e-12)
+
+
+@pytest.mark.parametrize(("change", "error", "message"), [
+    ({"model": "resnet"}, TypeError, "model must be a torch.nn.Module, got str"),
+    ({"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
+    ({"epochs": 2.0}, TypeError, "epochs must be an integer, got float"),
+    ({"lr": 0}, ValueError, "lr must be a finite number > 0, got 0"),
+    ({"lr": float("nan")}, ValueError, "lr must be a finite number > 0, got nan"),
+    ({"lr": "0.1"}, TypeError, "lr must be a real number, got str"),
+    ({"momentum": 1.0}, ValueError, re.escape("momentum must be a finite number in [0, 1), got 1.0")),
+    ({"weight_decay": -1e-4}, ValueError, "weight_decay must be a finite number >= 0, got -0.0001"),
+    ({"gamma": 0.0}, ValueError, "gamma must be a finite number > 0, got 0.0"),
+    ({"optimizer": "adam"}, ValueError, "optimizer must be one of 'sgd', 'adamw'; got 'adam'"),
+    ({"schedule": "linear"}, ValueError, "schedule must be one of 'cosine', 'step', 'constant'; got 'linear'"),
+    ({"schedule": "step"}, ValueError, "schedule='step' needs step_size"),
+    ({"schedule": "step", "step_size": 0}, ValueError, "step_size must be an integer >= 1, got 0"),
+    ({"step_size": 2}, ValueError, "step_size is used by schedule='step' only, got it with schedule='cosine'"),
+    ({"nesterov": True, "optimizer": "adamw"}, ValueError, "nesterov=True needs optimizer='sgd' with momentum > 0"),
+    ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
+    ({"checkpoint": "/no/such/folder/run.pt"}, FileNotFoundError, "the folder of checkpoint '/no/such/folder/run.pt'"),
+    ({"train_loader": []}, ValueError, "train_loader yielded no samples"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_bad_arguments_are_refused_naming_the_argument(change, error, message):
+    arguments = {"model": mlp(), "train_loader": loader(blobs()), "epochs": 1, "progress": False}
+    with pytest.raises(error, match=message):
+        train.fine_tune(**{**arguments, **change})
+
+
+# -- docs ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", [train.evaluate, train.fine_tune], ids=lambda f: f.__name__)
+def test_documented_signatures_match_the_code(function):
+    page = (ROOT / "docs" / "torch_train.md").read_text()
+    documented = re.findall(rf"^tnlib_torch\.train\.{function.__name__}\((.*)\)\s*$", page, re.M)
+    assert documented == [plain_signature(function)]
