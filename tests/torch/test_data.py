@@ -21,10 +21,11 @@ Image = pytest.importorskip("PIL.Image")
 
 import tnlib_torch.data as data  # noqa: E402
 from tests.core.test_api import plain_signature  # noqa: E402
+from tests.shared_data import SHARED_DATA  # noqa: E402
 from tnlib_torch import _cifar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_CIFAR_TEST = Path("/work/shared/data/cifar10-jpeg/test")
+SHARED_CIFAR_TEST = SHARED_DATA / "cifar10-jpeg" / "test"
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 RECONSTRUCT = np.zeros(1).__reduce_ex__(2)[0]
 

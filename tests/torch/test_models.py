@@ -17,11 +17,12 @@ from torch import nn  # noqa: E402
 
 import tnlib_torch.models as models  # noqa: E402
 from tests.core.test_api import plain_signature  # noqa: E402
+from tests.shared_data import SHARED_DATA  # noqa: E402
 from tnlib_torch.accounting import count_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-PRETRAINED = Path("/work/shared/data/pretrained")
-CIFAR_TEST = Path("/work/shared/data/cifar10-jpeg/test")
+PRETRAINED = SHARED_DATA / "pretrained"
+CIFAR_TEST = SHARED_DATA / "cifar10-jpeg" / "test"
 
 
 def count_convs(model: nn.Module) -> int:
