@@ -16,7 +16,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tnlib._files import atomic_write_text
 
 #: Threads given to BLAS, OpenMP and torch during every benchmark.
 THREADS = 2
@@ -239,20 +240,10 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> None:
-    """Write ``payload`` as JSON atomically: a temporary file in the same folder, then :func:`os.replace`."""
+    """Write ``payload`` as JSON atomically (:func:`tnlib._files.atomic_write_text`), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates the file private to its owner
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------ running

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from importlib import resources
 
 import numpy as np
 
+from tnlib._files import atomic_write_text
 from tnlib.spectrum import Spectrum, spectra
 
 EXAMPLE_KERNEL = "resnet20_layer2.2.conv2.npy"
@@ -50,16 +49,8 @@ def spectra_table(spectra_by_cut: dict[str, Spectrum], levels: Sequence[float] =
     return "\n".join(rows)
 
 
-def _write_json_atomic(path: str, data: object) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def _write_json(path: str, data: object) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "\nr@e: the smallest rank with relative error <= e; loss@e: the norm loss 1 - ||K_r||/||K|| at that rank."
     )
     if args.json:
-        _write_json_atomic(args.json, {
+        _write_json(args.json, {
             "tensor": name,
             "shape": list(kernel.shape),
             "spectra": {cut: sp.to_dict() for cut, sp in trained.items()},

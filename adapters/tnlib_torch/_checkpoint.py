@@ -8,9 +8,7 @@ fingerprint.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+
+from tnlib._files import atomic_write_bytes
 
 __all__ = ["FORMAT", "fingerprint", "resume", "save"]
 
@@ -72,22 +72,13 @@ def resume(path: Path, fingerprint: dict[str, Any], model: nn.Module, optimizer:
 
 
 def _write_atomically(path: Path, checkpoint: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the folder of ``path``, flushed to disk, then renamed onto ``path``.
+    """``torch.save`` of ``checkpoint`` written onto ``path`` atomically (:func:`tnlib._files.atomic_write_bytes`).
 
-    If anything fails before the rename (``os.replace``, atomic), the temporary file is removed
-    and ``path`` is left as it was.
+    If anything fails before the rename, ``path`` is left as it was and no temporary file stays.
     """
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _differences(saved: dict[str, Any], expected: dict[str, Any]) -> list[str]:

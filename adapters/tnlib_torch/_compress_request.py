@@ -48,13 +48,17 @@ class CompressRequest:
     input_size: tuple[int, ...] | None = None
 
     def structure(self, layer: nn.Module) -> Structure:
-        """The structure a selected layer gets: the method's, or the SVD split for a matrix."""
+        """The structure a selected layer gets: the method's, or the SVD split for a matrix.
+
+        A matrix's SVD takes only the ``seed`` of another method's ``fit`` (its randomized solver's).
+        """
+        matrix_fit = self.fit if self.method == "svd" else {k: v for k, v in self.fit.items() if k == "seed"}
         if isinstance(layer, nn.Linear):
-            return LinearStructure(layer, self.fit if self.method == "svd" else {})
+            return LinearStructure(layer, matrix_fit)
         if self.method == "svd":
             return SVDStructure(layer, self.fit, self.cut)
         if tuple(layer.kernel_size) == (1, 1):
-            return SVDStructure(layer, {}, "o|ihw")
+            return SVDStructure(layer, matrix_fit, "o|ihw")
         if self.method == "mps":
             return MPSStructure(layer, self.fit, self.order)
         return {"tucker2": Tucker2Structure, "cp": CPStructure}[self.method](layer, self.fit)

@@ -1,0 +1,1 @@
+"""The compressibility study: configuration, measurements, results."""

@@ -1,0 +1,292 @@
+"""The configuration of a compressibility study: :class:`StudyConfig`.
+
+A :class:`StudyConfig` names everything that decides a study's results: the model and its
+checkpoint, the data, the conv layers, cuts and truncation levels measured, the (re)training
+schedule and the seed.  It is frozen and validated on construction, so a config that exists is a
+valid one; its :meth:`~StudyConfig.fingerprint` identifies the results it produces, which is how
+the output folder (:mod:`tnlib_torch.study.store`) tells a resumed run from a different one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+import tnlib
+from tnlib_torch._datasets import check_choice
+from tnlib_torch._geometry import check_count
+from tnlib_torch.compress import METHODS
+from tnlib_torch.models import MODELS
+
+__all__ = ["DATASETS", "KERNEL_CUTS", "NOT_FINGERPRINTED", "StudyConfig"]
+
+#: The data sets known by name; any other ``dataset`` is the path of an image folder.
+DATASETS = ("digits", "cifar10", "cifar100")
+
+#: The seven cuts of a conv kernel ``(o, i, h, w)``, each in its canonical spelling.
+KERNEL_CUTS = tuple(str(cut) for cut in tnlib.all_cuts(tnlib.KERNEL_LABELS))
+
+#: The fields left out of :meth:`StudyConfig.fingerprint`: they say where the work runs and where
+#: data is read from, not what is computed.  ``device``: CPU and GPU kernels agree to rounding, so
+#: a study started on one device may be resumed on another.  ``data_root``: CIFAR is checked
+#: against its official md5 wherever it lies, so moving it changes nothing.
+NOT_FINGERPRINTED = frozenset({"device", "data_root"})
+
+_CANONICAL_CUTS = {tnlib.Cut(cut): cut for cut in KERNEL_CUTS}
+
+Check = Callable[[Any, str], Any]
+
+
+# -- checks of single values ----------------------------------------------------------------------------------------
+
+def _check_str(value: Any, name: str) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{name} must not be empty or blank, got {value!r}")
+    return value
+
+
+def _check_path(value: Any, name: str) -> str:
+    """A non-empty path (str or os.PathLike), as a string."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return _check_str(os.fspath(value), name)
+
+
+def _optional(check: Check) -> Check:
+    """``check``, letting ``None`` through."""
+    return lambda value, name: None if value is None else check(value, name)
+
+
+def _check_model(value: Any, name: str) -> str:
+    """A key of :data:`~tnlib_torch.models.MODELS` or ``"package.module:factory"`` (not imported here)."""
+    value = _check_str(value, name)
+    module, colon, factory = value.partition(":")
+    dotted = (module.split("."), factory.split("."))
+    if value in MODELS or (colon and all(part.isidentifier() for parts in dotted for part in parts)):
+        return value
+    raise ValueError(
+        f"{name} must be one of {', '.join(MODELS)} or a factory written 'package.module:factory', got {value!r}"
+    )
+
+
+def _check_cut(value: Any, name: str) -> str:
+    """A cut of a conv kernel, in its canonical spelling (``"ihw|o"`` gives ``"o|ihw"``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a cut written like 'oi|hw', got {type(value).__name__}")
+    try:
+        cut = tnlib.Cut(value).check(tnlib.KERNEL_LABELS)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    return _CANONICAL_CUTS[cut]
+
+
+def _check_level(value: Any, name: str) -> float:
+    """A relative error strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in (0, 1), got {value!r}")
+    if not 0.0 < value < 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _check_decomposition(value: Any, name: str) -> str:
+    return check_choice(value, name, METHODS)
+
+
+def _check_lr(value: Any, name: str) -> float:
+    """A finite real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number > 0, got {value!r}")
+    if not 0.0 < value < math.inf:  # also refuses NaN
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_device(value: Any, name: str) -> str:
+    """A device string torch understands (``"cpu"``, ``"cuda:1"``, ...); it need not be present here."""
+    value = _check_str(value, name)
+    try:
+        torch.device(value)
+    except RuntimeError as error:
+        raise ValueError(f"{name} must name a torch device such as 'cpu' or 'cuda:0', got {value!r}") from error
+    return value
+
+
+def _count(minimum: int) -> Check:
+    return lambda value, name: check_count(value, name, minimum)
+
+
+def _tuple_of(check: Check, allow_empty: bool = False, sort: bool = False) -> Check:
+    """A check of a sequence whose items pass ``check``: a tuple, without repeats, sorted if asked."""
+
+    def check_sequence(value: Any, name: str) -> tuple[Any, ...]:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise TypeError(f"{name} must be a tuple or list, got {type(value).__name__} {value!r}")
+        items = tuple(check(item, f"{name}[{i}]") for i, item in enumerate(value))
+        if not items and not allow_empty:
+            raise ValueError(f"{name} must not be empty")
+        repeated = sorted({str(item) for item in items if items.count(item) > 1})
+        if repeated:
+            raise ValueError(f"{name} repeats {', '.join(repeated)} (after normalization); give each once")
+        return tuple(sorted(items)) if sort else items
+
+    return check_sequence
+
+
+# -- the config -----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """What a compressibility study computes; frozen, validated, serializable, fingerprinted.
+
+    Every field is checked on construction (and by :meth:`replace` and :meth:`from_dict`): a bad
+    value raises ``TypeError`` or ``ValueError`` naming the field.  Sequences are stored as
+    tuples, cuts in their canonical spelling, levels sorted; a repeated entry is refused.
+
+    Attributes
+    ----------
+    model : str
+        A key of :data:`tnlib_torch.models.MODELS`, or ``"package.module:factory"`` (only the form
+        is checked here; the pipeline imports it).
+    checkpoint : str or None
+        Weights of the trained model; ``None`` trains it first for ``train_epochs``.
+    dataset : str
+        ``"digits"``, ``"cifar10"``, ``"cifar100"`` (:data:`DATASETS`), or else the path of an
+        image folder ``path/<class>/<image>``.
+    data_root : str or None
+        Where CIFAR is kept (ignored otherwise).
+    layers : tuple of str
+        Glob patterns of the conv layers studied (``fnmatch`` on module names); empty: every conv.
+    cuts : tuple of str
+        Cuts of the kernels ``(o, i, h, w)``; default all seven (:data:`KERNEL_CUTS`).
+    levels : tuple of float
+        Relative errors ``||W - W~|| / ||W||`` each layer x cut is truncated to, in (0, 1).
+    train_epochs : int
+        Epochs of baseline training when there is no checkpoint (0 studies the untrained model).
+    retrain_epochs : int
+        Epochs of recovery fine-tuning after a truncation (0: none).
+    recovery_levels : int
+        How many of the largest levels get recovery fine-tuning, at most ``len(levels)``.
+    decompositions : tuple of str
+        The decompositions compared, methods of :func:`tnlib_torch.compress`.
+    eval_samples : int or None
+        The test samples evaluated at most; ``None`` evaluates them all.
+    batch_size : int
+    lr : float
+        Learning rate of training and fine-tuning.
+    seed : int
+        Seeds the data split, initialization, training and every randomized SVD.
+    device : str
+        Where the model runs, e.g. ``"cpu"`` or ``"cuda:0"``; it need not exist when the config is made.
+
+    Examples
+    --------
+    >>> config = StudyConfig(cuts=["ihw|o", "hw|io"], levels=[0.5, 0.1])
+    >>> config.cuts, config.levels
+    (('o|ihw', 'oi|hw'), (0.1, 0.5))
+    >>> StudyConfig.from_dict(config.to_dict()) == config
+    True
+    >>> config.replace(device="cuda").fingerprint() == config.fingerprint()
+    True
+    """
+
+    model: str = "vanilla_cnn"
+    checkpoint: str | None = None
+    dataset: str = "digits"
+    data_root: str | None = None
+    layers: tuple[str, ...] = ()
+    cuts: tuple[str, ...] = KERNEL_CUTS
+    levels: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+    train_epochs: int = 10
+    retrain_epochs: int = 2
+    recovery_levels: int = 1
+    decompositions: tuple[str, ...] = ("truncate", "cp", "tucker2", "mps")
+    eval_samples: int | None = None
+    batch_size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _CHECKS[field.name](getattr(self, field.name), field.name))
+        if self.recovery_levels > len(self.levels):
+            raise ValueError(
+                f"recovery_levels = {self.recovery_levels} exceeds the {len(self.levels)} level(s) of levels"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON data: tuples become lists."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
+        """The config of ``data`` (as :meth:`to_dict` gives it); missing fields take their defaults.
+
+        Raises
+        ------
+        ValueError
+            If ``data`` has a key that is not a field, or a field's value is invalid.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a StudyConfig is made from a mapping of its fields, got {type(data).__name__}")
+        _check_names(data)
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        """A copy with ``changes`` applied, validated like a new config."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def fingerprint(self) -> str:
+        """16 hex digits identifying the results of this config.
+
+        The sha256 of the canonical JSON (sorted keys, no spaces) of every field but those of
+        :data:`NOT_FINGERPRINTED` (``device``, ``data_root``), which say where the work runs and
+        where data is read from, not what is computed.  Equal configs, and configs that differ
+        only in those fields, have equal fingerprints, in every process and on every machine.
+        """
+        fields = {name: value for name, value in self.to_dict().items() if name not in NOT_FINGERPRINTED}
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_CHECKS: dict[str, Check] = {
+    "model": _check_model,
+    "checkpoint": _optional(_check_path),
+    "dataset": _check_path,
+    "data_root": _optional(_check_path),
+    "layers": _tuple_of(_check_str, allow_empty=True),
+    "cuts": _tuple_of(_check_cut),
+    "levels": _tuple_of(_check_level, sort=True),
+    "train_epochs": _count(0),
+    "retrain_epochs": _count(0),
+    "recovery_levels": _count(0),
+    "decompositions": _tuple_of(_check_decomposition),
+    "eval_samples": _optional(_count(1)),
+    "batch_size": _count(1),
+    "lr": _check_lr,
+    "seed": _count(0),
+    "device": _check_device,
+}
+
+
+def _check_names(data: Mapping[str, Any]) -> None:
+    """Refuse keys that are not fields of :class:`StudyConfig`."""
+    unknown = sorted(map(str, set(data) - set(_CHECKS)))
+    if unknown:
+        raise ValueError(
+            f"unknown StudyConfig field(s) {', '.join(map(repr, unknown))}; the fields are {', '.join(_CHECKS)}"
+        )

@@ -1,0 +1,337 @@
+"""The study's measurements: each record against the library call it stands for, on a small CNN trained on digits."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+
+import tnlib  # noqa: E402
+import tnlib_torch as tt  # noqa: E402
+from tnlib_torch.study.measure import (  # noqa: E402
+    DECOMPOSITION_METHODS,
+    baseline,
+    decomposition_at_params,
+    layer_spectra,
+    recovery,
+    recovery_control,
+    truncate_all,
+    truncate_one,
+)
+
+LAYERS = ["conv1", "conv2", "conv3", "conv4"]
+CUTS = [str(cut) for cut in tnlib.all_cuts("oihw")]
+TRAINING = {"epochs": 2, "lr": 0.05, "seed": 0}
+
+
+# -- fixtures ------------------------------------------------------------------------------------------
+
+
+def train_loader() -> torch.utils.data.DataLoader:
+    return tt.loader(tt.digits(), batch_size=64, shuffle=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_loader() -> torch.utils.data.DataLoader:
+    return tt.loader(tt.digits(train=False), batch_size=450)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    """A four-layer CNN trained for 3 epochs on digits (about 97% test accuracy)."""
+    torch.manual_seed(0)
+    cnn = tt.vanilla_cnn(in_channels=1, widths=(8, 8, 16, 16))
+    tt.fine_tune(cnn, train_loader(), epochs=3, lr=0.05, seed=0, progress=False)
+    return cnn
+
+
+@pytest.fixture(scope="module")
+def pristine(model) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+@pytest.fixture(autouse=True)
+def model_is_never_modified(request):
+    """After every test that uses the trained model, its state is what training left."""
+    if "model" not in request.fixturenames:
+        yield
+        return
+    model, before = request.getfixturevalue("model"), request.getfixturevalue("pristine")
+    yield
+    state = model.state_dict()
+    assert state.keys() == before.keys() and all(torch.equal(state[k], before[k]) for k in state)
+
+
+@pytest.fixture(scope="module")
+def recovered(model, pristine, test_loader) -> dict:
+    """Every layer truncated at half the norm across o|ihw, then fine-tuned."""
+    return recovery(model, "all", "o|ihw", 0.5, train_loader(), test_loader, **TRAINING)
+
+
+@pytest.fixture(scope="module")
+def decomposed(model, pristine, test_loader) -> dict[str, dict]:
+    return {method: decomposition_at_params(model, method, 0.3, train_loader(), test_loader, epochs=1, lr=0.05,
+                                            seed=0, cp_max_iter=20)
+            for method in DECOMPOSITION_METHODS}
+
+
+def kernel(model: nn.Module, layer: str) -> torch.Tensor:
+    return dict(model.named_modules())[layer].weight.detach()
+
+
+def side_sizes(shape, cut: str) -> tuple[int, int]:
+    """Rows and columns of the kernel's matricization across ``cut``."""
+    dims = dict(zip("oihw", shape))
+    left, right = cut.split("|")
+    return math.prod(dims[c] for c in left), math.prod(dims[c] for c in right)
+
+
+def metrics(record: dict) -> dict:
+    return {name: record[name] for name in ("top1", "top5", "loss", "count")}
+
+
+# -- baseline and spectra ---------------------------------------------------------------------------------
+
+
+def test_baseline_is_the_evaluation_of_the_model(model, test_loader):
+    record = baseline(model, test_loader)
+    assert record["key"] == ["baseline"] and record["layers"] == LAYERS
+    assert metrics(record) == tt.evaluate(model, test_loader) and record["top1"] > 0.9
+    assert record["params"] == tt.count_params(model)
+
+
+def test_spectra_are_the_core_spectra_of_each_kernel_across_each_cut(model):
+    levels = [0.05, 0.3, 0.5]
+    records = layer_spectra(model, levels=levels)
+    assert [r["key"] for r in records] == [["spectrum", layer, cut] for layer in LAYERS for cut in CUTS]
+    for record in records:
+        weight = kernel(model, record["layer"]).double()
+        spectrum = tnlib.spectra(weight, "oihw")[record["cut"]]
+        assert record["singular_values"] == spectrum.singular_values.tolist()
+        assert record["shape"] == list(weight.shape)
+        assert record["matrix_shape"] == list(side_sizes(weight.shape, record["cut"]))
+        assert (record["rank"], record["norm"]) == (spectrum.rank, spectrum.norm)
+        assert record["ranks_for_levels"] == [spectrum.rank_for(level) for level in levels]
+        assert math.isclose(record["norm"], float(weight.norm()), rel_tol=1e-12)
+        p = np.asarray(record["singular_values"]) ** 2 / record["norm"] ** 2       # Schmidt weights, by hand
+        assert math.isclose(record["entropy"], float(-(p[p > 0] * np.log2(p[p > 0])).sum()), rel_tol=1e-9)
+        assert math.isclose(record["renyi2"], float(-np.log2((p**2).sum())), rel_tol=1e-9)
+        assert 0 <= record["renyi2"] <= record["entropy"] <= math.log2(len(p)) + 1e-12
+
+
+def test_spectra_select_layers_by_glob_patterns_in_model_order(model):
+    assert {r["layer"] for r in layer_spectra(model, layers="conv[23]")} == {"conv2", "conv3"}
+    assert list(dict.fromkeys(r["layer"] for r in layer_spectra(model, layers=["conv4", "conv1"]))) == [
+        "conv1", "conv4"]
+
+
+# -- truncation sweep ---------------------------------------------------------------------------------------
+
+
+def test_truncating_one_layer_is_truncate_conv_on_a_copy(model, test_loader):
+    for layer in LAYERS:
+        weight = kernel(model, layer)
+        spectra = tnlib.spectra(weight.double(), "oihw")
+        for cut in CUTS:
+            for level in (0.2, 0.5):
+                record = truncate_one(model, layer, cut, level, test_loader)
+                manual = copy.deepcopy(model)
+                info = tt.truncate_conv_(dict(manual.named_modules())[layer], cut, rel_error=level)
+                rows, columns = side_sizes(weight.shape, cut)
+                where = (layer, cut, level)
+                assert record["key"] == ["sweep", layer, cut, level], where
+                assert record["rank"] == info.rank == spectra[cut].rank_for(level), where
+                assert record["rel_error"] == info.rel_error <= level, where
+                assert record["norm_loss"] == info.norm_loss, where
+                assert record["params"] == weight.numel(), where                   # the convs have no bias
+                assert record["factored_params"] == record["rank"] * (rows + columns), where
+                assert metrics(record) == tt.evaluate(manual, test_loader), where
+
+
+def test_a_truncation_removes_accuracy_and_a_vanishing_one_removes_none(model, test_loader):
+    reference = tt.evaluate(model, test_loader)
+    aggressive = truncate_one(model, "conv3", "o|ihw", 0.6, test_loader)
+    assert aggressive["rank"] < 16 and aggressive["top1"] < reference["top1"] - 0.05
+    for record in (truncate_one(model, "conv3", "oi|hw", 1e-9, test_loader),
+                   truncate_all(model, "o|ihw", 1e-9, test_loader)):
+        assert (record["top1"], record["top5"]) == (reference["top1"], reference["top5"])
+        assert math.isclose(record["loss"], reference["loss"], rel_tol=1e-5)
+    assert record["layers"][-1]["rank"] == 16                                      # the full rank of conv4
+
+
+def test_a_cut_is_keyed_as_all_cuts_writes_it(model, test_loader):
+    mirrored = truncate_one(model, "conv2", "ihw|o", np.float64(0.3), test_loader)
+    assert mirrored == truncate_one(model, "conv2", "o|ihw", 0.3, test_loader)
+    assert mirrored["key"] == ["sweep", "conv2", "o|ihw", 0.3] and type(mirrored["level"]) is float
+
+
+def test_truncating_all_layers_is_each_layer_truncated_at_once(model, test_loader):
+    record = truncate_all(model, "oi|hw", 0.3, test_loader)
+    manual = copy.deepcopy(model)
+    infos = {layer: tt.truncate_conv_(dict(manual.named_modules())[layer], "oi|hw", rel_error=0.3) for layer in LAYERS}
+    assert record["key"] == ["sweep_all", "oi|hw", 0.3]
+    assert [e["layer"] for e in record["layers"]] == LAYERS
+    for entry in record["layers"]:
+        info = infos[entry["layer"]]
+        assert (entry["rank"], entry["rel_error"], entry["norm_loss"]) == (info.rank, info.rel_error, info.norm_loss)
+    assert metrics(record) == tt.evaluate(manual, test_loader)
+    dense = sum(kernel(model, layer).numel() for layer in LAYERS)
+    assert record["params"] == sum(e["params"] for e in record["layers"]) == dense
+    assert record["factored_params"] == sum(e["rank"] * (e["shape"][0] * e["shape"][1] + 9) for e in record["layers"])
+    some = truncate_all(model, "oi|hw", 0.3, test_loader, layers="conv[34]")
+    assert [e["layer"] for e in some["layers"]] == ["conv3", "conv4"] and some["layers"] == record["layers"][2:]
+
+
+# -- recovery ----------------------------------------------------------------------------------------------
+
+
+def test_fine_tuning_recovers_an_aggressive_truncation(model, test_loader, recovered):
+    assert recovered["key"] == ["recovery", "all", "o|ihw", 0.5]
+    assert recovered["before"] == metrics(truncate_all(model, "o|ihw", 0.5, test_loader))
+    assert recovered["before"]["top1"] < 0.5                                        # aggressive: accuracy is lost
+    assert recovered["after"]["top1"] >= recovered["before"]["top1"] + 0.3          # and mostly won back
+    assert [h["epoch"] for h in recovered["history"]] == [1, 2]
+    assert recovered["after"] == metrics(recovered["history"][-1])
+
+
+def test_recovery_is_deterministic_for_a_seed_whatever_ran_before(model, test_loader):
+    batches = train_loader()                           # one loader, consumed by each run in turn
+    run = [recovery(model, "conv3", "oh|iw", 0.6, batches, test_loader, epochs=1, lr=0.05, seed=seed)
+           for seed in (1, 1, 2)]
+    assert run[0] == run[1]
+    assert run[0]["history"] != run[2]["history"]      # the seed draws the shuffles
+    assert [e["layer"] for e in run[0]["layers"]] == ["conv3"] and run[0]["key"] == ["recovery", "conv3", "oh|iw", 0.6]
+
+
+def test_the_control_is_the_untruncated_model_fine_tuned_identically(model, test_loader, recovered):
+    control = recovery_control(model, train_loader(), test_loader, **TRAINING)
+    assert control["key"] == ["recovery_control"]
+    assert {k: control[k] for k in TRAINING} == {k: recovered[k] for k in TRAINING} == TRAINING
+    assert [h["lr"] for h in control["history"]] == [h["lr"] for h in recovered["history"]]
+    assert control["before"] == tt.evaluate(model, test_loader)
+
+
+def test_a_diverged_run_records_none_for_its_loss(model, test_loader):
+    record = recovery_control(model, train_loader(), test_loader, epochs=1, lr=1e4, seed=0)
+    assert record["after"]["loss"] is None
+    json.dumps(record, allow_nan=False)
+
+
+# -- decompositions at equal parameter count -----------------------------------------------------------------
+
+
+STRUCTURES = {"cp": "CPConv2d", "tucker2": "Tucker2Conv2d", "mps": "MPSConv2d", "svd": "SVDConv2d"}
+
+
+@pytest.mark.parametrize("method", DECOMPOSITION_METHODS)
+def test_a_decomposition_keeps_the_budget_and_is_fine_tuned(model, decomposed, method):
+    record = decomposed[method]
+    dense = sum(kernel(model, layer).numel() for layer in LAYERS)
+    assert record["key"] == ["decomposition", method, 0.3]
+    assert record["params_before"] == dense and record["params_after"] <= 0.3 * dense
+    assert record["ratio"] == record["params_after"] / dense
+    assert record["model_params_before"] == tt.count_params(model)
+    assert record["model_params_before"] - record["model_params_after"] == dense - record["params_after"]
+    assert STRUCTURES[method] in {e["structure"] for e in record["layers"]}
+    assert len(record["history"]) == 1 and record["after"] == metrics(record["history"][0])
+    assert 0 <= record["before"]["top1"] <= 1 and 0 <= record["after"]["top1"] <= 1
+
+
+def test_the_svd_arm_is_the_cut_truncation_across_o_ihw(model, decomposed):
+    for entry in decomposed["svd"]["layers"]:
+        if entry["structure"] == "SVDConv2d":
+            (rank,) = entry["ranks"]
+            weight = kernel(model, entry["layer"])
+            assert entry["params_after"] == rank * sum(side_sizes(weight.shape, "o|ihw"))
+            spectrum = tnlib.spectrum(weight.double(), "o|ihw")
+            assert math.isclose(entry["rel_error"], spectrum.rel_error(rank), rel_tol=1e-4)
+
+
+def test_a_decomposition_compresses_only_the_selected_layers_and_repeats(model, test_loader):
+    def run():
+        return decomposition_at_params(model, "mps", 0.5, train_loader(), test_loader, epochs=1, lr=0.05, seed=0,
+                                       layers="conv4")
+    record = run()
+    assert [e["layer"] for e in record["layers"]] == ["conv4"] and record["layers"][0]["structure"] == "MPSConv2d"
+    assert record["params_before"] == kernel(model, "conv4").numel() and record["ratio"] <= 0.5
+    assert run() == record
+
+
+# -- records and arguments ------------------------------------------------------------------------------------
+
+
+def test_every_record_is_plain_json(model, test_loader, recovered, decomposed):
+    records = [baseline(model, test_loader), *layer_spectra(model, layers="conv1"),
+               truncate_one(model, "conv2", "o|ihw", 0.3, test_loader), truncate_all(model, "o|ihw", 0.3, test_loader),
+               recovered, *decomposed.values()]
+    for record in records:
+        assert json.loads(json.dumps(record, allow_nan=False)) == record, record["key"]  # no tuples, NaN or tensors
+
+
+def grouped_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 8, 3, padding=1, groups=2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_grouped_convs_are_not_measured(test_loader):
+    model = grouped_model()
+    assert {r["layer"] for r in layer_spectra(model)} == {"0"}
+    assert baseline(model, test_loader)["layers"] == ["0"]
+    with pytest.raises(ValueError, match=r"layer '1' is a grouped conv \(groups=2\), unmeasured; the dense convs"):
+        truncate_one(model, "1", "o|ihw", 0.3, test_loader)
+    with pytest.raises(ValueError, match="no nn.Conv2d with groups == 1"):
+        layer_spectra(nn.Sequential(nn.Conv2d(4, 4, 3, groups=4)))
+
+
+DEFAULTS = {
+    truncate_one: {"layer": "conv2", "cut": "o|ihw", "level": 0.3},
+    truncate_all: {"cut": "o|ihw", "level": 0.3},
+    layer_spectra: {},
+    recovery: {"target": "conv2", "cut": "o|ihw", "level": 0.3, "epochs": 1, "lr": 0.05, "seed": 0},
+    recovery_control: {"epochs": 1, "lr": 0.05, "seed": 0},
+    decomposition_at_params: {"method": "svd", "budget": 0.5, "epochs": 1, "lr": 0.05, "seed": 0},
+}
+
+
+@pytest.mark.parametrize(("function", "changes", "error", "match"), [
+    (truncate_one, {"layer": "conv9"}, ValueError, r"layer 'conv9' is not a conv of the model; .*'conv1', 'conv2'"),
+    (truncate_one, {"layer": 2}, TypeError, "layer must be the name of a conv"),
+    (truncate_one, {"cut": "o|ihx"}, ValueError, "must split all of the labels 'oihw'"),
+    (truncate_one, {"cut": ["o|ihw", "i|ohw"]}, TypeError, "cut must be a string"),
+    (truncate_one, {"level": 0}, ValueError, r"level must be in \(0, 1\), got 0"),
+    (truncate_one, {"level": 1.0}, ValueError, r"level must be in \(0, 1\)"),
+    (truncate_one, {"level": float("nan")}, ValueError, r"level must be in \(0, 1\)"),
+    (truncate_one, {"level": "0.3"}, TypeError, "level must be a real number"),
+    (truncate_one, {"level": True}, TypeError, "level must be a real number"),
+    (truncate_all, {"layers": "linear"}, ValueError, r"pattern 'linear' matches no dense conv of the model; .*'conv4'"),
+    (truncate_all, {"layers": []}, TypeError, "layers must be a glob pattern"),
+    (layer_spectra, {"levels": [0.1, 1.0]}, ValueError, r"levels must be in \(0, 1\)"),
+    (layer_spectra, {"levels": 0.1}, TypeError, "levels must be a non-empty sequence"),
+    (recovery, {"target": "all", "layers": "conv*", "epochs": 0}, ValueError, "epochs must be an int >= 1"),
+    (recovery, {"layers": "conv2"}, ValueError, "layers selects the layers of target='all' only"),
+    (recovery, {"lr": 0}, ValueError, "lr must be a finite number > 0"),
+    (recovery_control, {"seed": -1}, ValueError, "seed must be an int >= 0"),
+    (recovery_control, {"epochs": 1.5}, TypeError, "epochs must be an int"),
+    (decomposition_at_params, {"method": "truncate"}, ValueError, "method must be one of 'cp', 'tucker2'"),
+    (decomposition_at_params, {"budget": 1.5}, ValueError, r"budget must be in \(0, 1\]"),
+    (decomposition_at_params, {"method": "cp", "cp_max_iter": 0}, ValueError, "cp_max_iter must be an int >= 1"),
+])
+def test_bad_arguments_are_refused_by_name(model, test_loader, function, changes, error, match):
+    loaders = {truncate_one: {"loader": test_loader}, truncate_all: {"loader": test_loader}, layer_spectra: {}}
+    arguments = {**DEFAULTS[function], **loaders.get(function, {"train_loader": train_loader(),
+                                                                 "test_loader": test_loader}), **changes}
+    with pytest.raises(error, match=match):
+        function(model, **arguments)
+
+
+def test_a_model_that_is_not_a_module_is_refused(test_loader):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        baseline("cnn", test_loader)
