@@ -1,0 +1,317 @@
+"""The one-command compressibility study (Singh, Jahromi & Orus 2024): :func:`run_study`.
+
+A study of a :class:`~tnlib_torch.study.config.StudyConfig` takes a trained CNN and records, in its output
+folder (:mod:`tnlib_torch.study.store`), the tasks of these stages, one record per measurement:
+
+1. ``baseline``: the accuracy of the trained model (:func:`~tnlib_torch.study.measure.baseline`);
+2. ``spectra``: per selected layer, the singular values and entanglement entropies of its kernel across
+   each of ``cuts`` (:func:`~tnlib_torch.study.measure.layer_spectra`);
+3. ``sweep``: per layer x cut x level, the accuracy left when that kernel alone is truncated across the cut
+   to that relative error (:func:`~tnlib_torch.study.measure.truncate_one`); ``sweep_all``: per cut x
+   level, every selected kernel truncated at once (:func:`~tnlib_torch.study.measure.truncate_all`);
+4. ``recovery``: per cut, at each of the ``recovery_levels`` largest levels, the accuracy that
+   ``retrain_epochs`` of fine-tuning recover after truncating every selected layer
+   (:func:`~tnlib_torch.study.measure.recovery`, target ``"all"``); ``recovery_control``: the untruncated
+   model fine-tuned alike.  Single-layer recoveries are left out: they would cost layers x cuts fine-tunings;
+5. ``decomposition``: each of ``decompositions`` (``"truncate"`` is the cut truncation stored as two
+   factors, measured as ``"svd"``) at the parameter budget :data:`DECOMPOSITION_BUDGET`, before and after
+   fine-tuning (:func:`~tnlib_torch.study.measure.decomposition_at_params`).
+
+Recovery, its control and the decompositions fine-tune, so a config with ``retrain_epochs = 0`` has none
+of them.  The selected layers are the dense convs (``groups == 1``) matching ``layers`` (all of them when
+empty).
+
+Guarantees
+----------
+- **resumable**: a task whose records are all in the folder is skipped, so running a study again goes on
+  where it stopped; the baseline is trained once (resuming its training checkpoint ``train.ckpt``) and kept
+  in ``baseline.pt``, whose sha256 the manifest records;
+- **crash-safe**: each record is on disk once appended, and every other file is replaced atomically: a run
+  killed at any moment loses at most the tasks in progress;
+- **the same records serially and on Dask**: a task's records depend on the config, the baseline weights
+  and the task alone (see :mod:`tnlib_torch.study.runner`), and carry no timings; the manifest holds the
+  seconds per stage (``stages``, summed over runs) and of the last run (``last_run``).
+
+After the tasks the folder gets ``sweep.csv`` and, once :mod:`tnlib_torch.study.report` exists, the
+report and its figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import importlib.util
+import io
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from tnlib_torch.models import load_checkpoint
+from tnlib_torch.study.config import StudyConfig
+from tnlib_torch.study.inputs import StudyInputs
+from tnlib_torch.study.measure import ALL
+from tnlib_torch.study.runner import Task, TaskOutput, cached_inputs, open_runner
+from tnlib_torch.study.store import MANIFEST, RESULTS, ResultStore, atomic_write_bytes, atomic_write_text
+from tnlib_torch.train import fine_tune
+
+__all__ = ["BASELINE", "DECOMPOSITION_BUDGET", "SWEEP_CSV", "SWEEP_COLUMNS", "TRAINING", "StudyResult",
+           "plan_tasks", "run_study"]
+
+#: The fraction of the selected layers' parameters each decomposition keeps.  Fixed, so that the methods
+#: are compared at one budget whatever the sweep finds.
+DECOMPOSITION_BUDGET = 0.5
+#: The trained baseline's state dict, in the output folder.
+BASELINE = "baseline.pt"
+#: The checkpoint of the baseline's training (:func:`tnlib_torch.fine_tune`), in the output folder.
+TRAINING = "train.ckpt"
+#: The truncation sweep as a table, in the output folder.
+SWEEP_CSV = "sweep.csv"
+#: Its columns; the rows of ``sweep_all`` have ``layer = "all"`` and no ``rank``, ``rel_error``, ``norm_loss``.
+SWEEP_COLUMNS = ("layer", "cut", "level", "rank", "rel_error", "norm_loss", "params", "factored_params", "top1",
+                 "top5", "loss")
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What :func:`run_study` did.
+
+    Attributes
+    ----------
+    output : Path
+        The output folder.
+    tasks_run, tasks_skipped : int
+        The tasks run now, and those skipped because their records were there.
+    records : tuple of dict
+        Every record of the study, sorted by key, as :func:`~tnlib_torch.study.store.read_records` reads them.
+    paths : tuple of Path
+        The files of the study in the folder.
+    seconds : float
+        The wall time of this run.
+    """
+
+    output: Path
+    tasks_run: int
+    tasks_skipped: int
+    records: tuple[dict[str, Any], ...]
+    paths: tuple[Path, ...]
+    seconds: float
+
+
+def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = None, scheduler: str | None = None,
+              force: bool = False, progress: bool = True) -> StudyResult:
+    """Run (or resume) the study of ``config`` in the folder ``output``.
+
+    Parameters
+    ----------
+    config : StudyConfig
+    output : str or Path
+        The output folder, created if missing.  A folder holding another config's study is refused.
+    workers : int, optional
+        Run the tasks on a ``distributed.LocalCluster`` of this many one-thread worker processes.
+    scheduler : str, optional
+        Run the tasks on the Dask scheduler at this address (its workers import ``tnlib_torch`` and the
+        model factory).  Neither: in order, in this process.
+    force : bool
+        Archive a study of another config found in ``output`` and start afresh
+        (:meth:`~tnlib_torch.study.store.ResultStore.open`).
+    progress : bool
+        Show progress bars: the baseline's training epochs, then the tasks with their ETA.
+
+    Returns
+    -------
+    StudyResult
+
+    Raises
+    ------
+    ValueError, TypeError, ImportError, FileNotFoundError
+        An unusable model or data set (:func:`~tnlib_torch.study.inputs.resolve_inputs`), a folder of
+        another study without ``force`` or a checkpoint whose contents changed since the study started.
+    ConnectionError
+        No scheduler answers at ``scheduler`` (nothing is lost: run again to resume).
+
+    Notes
+    -----
+    The data is read and the model checked before the folder is touched.  Then the baseline: the
+    checkpoint's weights, or the model trained for ``train_epochs`` (all of torch's threads) and kept in
+    ``baseline.pt``.  Every task then runs on one thread, in this process or on a worker, from the config
+    and those weights.  ``workers`` spawns its processes, which import the main module again: a script
+    that calls ``run_study(..., workers=N)`` must do so under ``if __name__ == "__main__":``.
+    """
+    started = time.perf_counter()
+    if not isinstance(config, StudyConfig):
+        raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    cached_inputs.cache_clear()  # read the data afresh; the serial tasks then reuse it
+    inputs = cached_inputs(config)
+    with ResultStore.open(output, config, force) as store, open_runner(workers, scheduler) as run:
+        timings = _Timings(store)
+        with timings.stage("training"):
+            state = _baseline_state(store, config, inputs, progress)
+        tasks = plan_tasks(config, inputs.layers)
+        pending = [task for task in tasks if not all(store.done(key) for key in task.keys)]
+        bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc="study", unit="task",
+                   disable=not progress, dynamic_ncols=True)
+
+        def record(task: Task, outcome: TaskOutput) -> None:
+            for item in outcome.records:
+                if not store.done(item["key"]):
+                    store.append(item)
+            timings.add(task.stage, outcome.seconds)
+            bar.set_postfix_str(task.stage, refresh=False)
+            bar.update()
+
+        try:
+            run(pending, config.to_dict(), state, record)
+        finally:
+            bar.close()
+            timings.save()
+        with timings.stage("outputs"):
+            records = tuple(sorted(store.records(), key=lambda item: item["key"]))
+            paths = _write_outputs(store.folder, records, config)
+        seconds, skipped = time.perf_counter() - started, len(tasks) - len(pending)
+        timings.save(last_run={"seconds": seconds, "tasks_run": len(pending), "tasks_skipped": skipped,
+                               "workers": workers, "scheduler": scheduler})
+    return StudyResult(store.folder, len(pending), skipped, records, paths, seconds)
+
+
+def plan_tasks(config: StudyConfig, layers: Sequence[str]) -> list[Task]:
+    """The tasks of the study of ``config`` on ``layers``, stage after stage (see the module's notes)."""
+    cuts, levels = config.cuts, config.levels
+    tasks = [_single("baseline")]
+    tasks += [Task("spectra", (layer,), tuple(("spectrum", layer, cut) for cut in cuts)) for layer in layers]
+    tasks += [_single("sweep", layer, cut, level) for layer in layers for cut in cuts for level in levels]
+    tasks += [_single("sweep_all", cut, level) for cut in cuts for level in levels]
+    if config.retrain_epochs:
+        aggressive = levels[len(levels) - config.recovery_levels:]
+        tasks += [_single("recovery", ALL, cut, level) for cut in cuts for level in aggressive]
+        tasks.append(_single("recovery_control"))
+        methods = dict.fromkeys("svd" if method == "truncate" else method for method in config.decompositions)
+        tasks += [_single("decomposition", method, DECOMPOSITION_BUDGET) for method in methods]
+    return tasks
+
+
+def _single(stage: str, *args: Any) -> Task:
+    """The task of one record, keyed ``(stage, *args)``."""
+    return Task(stage, args, ((stage, *args),))
+
+
+# -- the baseline ----------------------------------------------------------------------------------------------------
+
+def _baseline_state(store: ResultStore, config: StudyConfig, inputs: StudyInputs, progress: bool) -> bytes:
+    """The baseline weights as ``torch.save`` bytes: the checkpoint's, or trained once and kept in ``baseline.pt``.
+
+    The manifest's ``baseline`` entry records the weights' file and sha256 once they are final; a resumed
+    study refuses a file whose contents changed.
+    """
+    model = inputs.model(config.seed)
+    recorded = store.manifest().get("baseline")
+    if config.checkpoint is not None:
+        path = Path(config.checkpoint).expanduser()
+    else:
+        path = store.folder / BASELINE
+        if recorded is None:
+            _train(store, config, inputs, model, progress)
+            atomic_write_bytes(path, _state_bytes(model))
+    load_checkpoint(model, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if recorded is not None and recorded["sha256"] != digest:
+        raise ValueError(f"{path} changed since the study in {store.folder} started (sha256 {recorded['sha256']} "
+                         f"then, {digest} now): its records were measured on other weights. Restore the file, or "
+                         "run the study in another folder")
+    store.write_manifest(baseline={"file": str(path), "sha256": digest})
+    return _state_bytes(model)
+
+
+def _train(store: ResultStore, config: StudyConfig, inputs: StudyInputs, model: torch.nn.Module,
+           progress: bool) -> None:
+    """Train ``model`` for ``train_epochs``, resuming ``train.ckpt`` if this study started it.
+
+    A ``train.ckpt`` this study did not start (left by the study the folder held before ``force``) is
+    discarded: it may have trained on other data.
+    """
+    checkpoint = store.folder / TRAINING
+    if not store.manifest().get("training"):
+        checkpoint.unlink(missing_ok=True)
+        store.write_manifest(training=TRAINING)
+    if config.train_epochs:
+        train_loader, _ = inputs.loaders(config.batch_size, config.seed)
+        fine_tune(model, train_loader, config.train_epochs, lr=config.lr, seed=config.seed, checkpoint=checkpoint,
+                  device=config.device, progress=progress)
+
+
+def _state_bytes(model: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+# -- timings ---------------------------------------------------------------------------------------------------------
+
+class _Timings:
+    """Seconds and task counts per stage, added to the manifest's ``stages`` (summed over runs)."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+        self.stages: dict[str, dict[str, float]] = {}
+
+    def add(self, stage: str, seconds: float, tasks: int = 1) -> None:
+        entry = self.stages.setdefault(stage, {"tasks": 0, "seconds": 0.0})
+        entry["tasks"] += tasks
+        entry["seconds"] += seconds
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Add the seconds of the ``with`` block to the stage ``name``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - started, tasks=0)
+
+    def save(self, **entries: Any) -> None:
+        """Write the stages timed so far into the manifest (then start counting afresh), and ``entries``."""
+        stages = self.store.manifest().get("stages", {})
+        for name, entry in self.stages.items():
+            before = stages.get(name, {})
+            stages[name] = {key: before.get(key, 0) + value for key, value in entry.items()}
+        self.store.write_manifest(stages=stages, **entries)
+        self.stages = {}
+
+
+# -- outputs ---------------------------------------------------------------------------------------------------------
+
+def _write_outputs(folder: Path, records: Sequence[dict[str, Any]], config: StudyConfig) -> tuple[Path, ...]:
+    """Write ``sweep.csv`` and the report; every file of the study in the folder."""
+    atomic_write_text(folder / SWEEP_CSV, _sweep_csv(records))
+    report = _write_report(folder, records, config)
+    names = (RESULTS, MANIFEST) + ((BASELINE, TRAINING) if config.checkpoint is None else ()) + (SWEEP_CSV,)
+    return tuple(folder / name for name in names if (folder / name).exists()) + tuple(report)
+
+
+def _sweep_csv(records: Sequence[dict[str, Any]]) -> str:
+    """The ``sweep`` and ``sweep_all`` records as CSV, one row each, in the order given."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, SWEEP_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        if record["key"][0] == "sweep":
+            writer.writerow(record)
+        elif record["key"][0] == "sweep_all":
+            writer.writerow({**record, "layer": ALL})
+    return buffer.getvalue()
+
+
+def _write_report(folder: Path, records: Sequence[dict[str, Any]], config: StudyConfig) -> list[Path]:
+    """The figures and ``report.md`` of :mod:`tnlib_torch.study.report`; none while that module is absent."""
+    if importlib.util.find_spec("tnlib_torch.study.report") is None:
+        return []
+    from tnlib_torch.study.report import write_report
+
+    return list(write_report(folder, list(records), config))
