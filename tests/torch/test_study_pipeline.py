@@ -64,7 +64,7 @@ def serial(tmp_path_factory) -> pipeline.StudyResult:
 @pytest.fixture
 def no_report(monkeypatch) -> None:
     """Leave out the figures and report (seconds per run) where a test does not look at them."""
-    monkeypatch.setattr(pipeline, "_write_report", lambda *args: [])
+    monkeypatch.setattr(pipeline, "write_report", lambda *args: [])
 
 
 # -- a whole study ---------------------------------------------------------------------------------------------------

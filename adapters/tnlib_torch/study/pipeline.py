@@ -32,8 +32,8 @@ Guarantees
   and the task alone (see :mod:`tnlib_torch.study.runner`), and carry no timings; the manifest holds the
   seconds per stage (``stages``, summed over runs) and of the last run (``last_run``).
 
-After the tasks the folder gets ``sweep.csv`` and, once :mod:`tnlib_torch.study.report` exists, the
-report and its figures.
+After the tasks the folder gets ``sweep.csv``, and the figures and ``report.md`` of
+:func:`tnlib_torch.study.report.write_report`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import importlib.util
 import io
 import time
 from collections.abc import Iterator, Sequence
@@ -56,6 +55,7 @@ from tnlib_torch.models import load_checkpoint
 from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.study.inputs import StudyInputs
 from tnlib_torch.study.measure import ALL
+from tnlib_torch.study.report import write_report
 from tnlib_torch.study.runner import Task, TaskOutput, cached_inputs, open_runner
 from tnlib_torch.study.store import MANIFEST, RESULTS, ResultStore, atomic_write_bytes, atomic_write_text
 from tnlib_torch.train import fine_tune
@@ -290,7 +290,7 @@ class _Timings:
 def _write_outputs(folder: Path, records: Sequence[dict[str, Any]], config: StudyConfig) -> tuple[Path, ...]:
     """Write ``sweep.csv`` and the report; every file of the study in the folder."""
     atomic_write_text(folder / SWEEP_CSV, _sweep_csv(records))
-    report = _write_report(folder, records, config)
+    report = write_report(folder, list(records), config)
     names = (RESULTS, MANIFEST) + ((BASELINE, TRAINING) if config.checkpoint is None else ()) + (SWEEP_CSV,)
     return tuple(folder / name for name in names if (folder / name).exists()) + tuple(report)
 
@@ -306,12 +306,3 @@ def _sweep_csv(records: Sequence[dict[str, Any]]) -> str:
         elif record["key"][0] == "sweep_all":
             writer.writerow({**record, "layer": ALL})
     return buffer.getvalue()
-
-
-def _write_report(folder: Path, records: Sequence[dict[str, Any]], config: StudyConfig) -> list[Path]:
-    """The figures and ``report.md`` of :mod:`tnlib_torch.study.report`; none while that module is absent."""
-    if importlib.util.find_spec("tnlib_torch.study.report") is None:
-        return []
-    from tnlib_torch.study.report import write_report
-
-    return list(write_report(folder, list(records), config))
