@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from tnlib._validation import check_choice
 from tnlib_torch import _safe_pickle
 from tnlib_torch._datasets import (
     Normalize,
     PathLike,
     TensorImageDataset,
     check_bool,
-    check_choice,
     check_path,
     resolve_normalize,
 )

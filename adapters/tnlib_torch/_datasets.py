@@ -4,8 +4,8 @@
 items, class names, normalization, augmentation) and :class:`TensorImageDataset` the one whose
 images are held in one tensor (CIFAR, the digits); :data:`NORMALIZATIONS` and
 :func:`resolve_normalize` give the per-channel ``(mean, std)``, :func:`random_crop_flip` the
-standard CIFAR augmentation, and :func:`check_bool`, :func:`check_path` and
-:func:`check_choice` the argument checks the data set builders share. The public names are
+standard CIFAR augmentation, and :func:`check_bool` and :func:`check_path` the argument checks
+the data set builders share (with :func:`tnlib._validation.check_choice`). The public names are
 re-exported by :mod:`tnlib_torch.data`.
 """
 
@@ -31,7 +31,6 @@ __all__ = [
     "PathLike",
     "TensorImageDataset",
     "check_bool",
-    "check_choice",
     "check_path",
     "random_crop_flip",
     "resolve_normalize",
@@ -62,11 +61,6 @@ def check_path(value: Any, name: str) -> Path:
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
     return Path(value).expanduser()
 
-
-def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
 
 
 def _check_floats(values: Any, name: str) -> tuple[float, ...]:

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tnlib_torch._geometry import check_count
+
 __all__ = ["OPTIMIZERS", "SCHEDULES", "checked_config", "checked_path", "make_optimizer", "make_scheduler"]
 
 #: The optimizers ``fine_tune`` knows.
@@ -30,8 +32,8 @@ _REAL_RANGES = {
 def checked_config(**arguments: Any) -> dict[str, Any]:
     """The training arguments of ``fine_tune``, checked, as plain values (part of the fingerprint)."""
     config = dict(arguments)
-    config["epochs"] = _checked_int("epochs", arguments["epochs"], 1)
-    config["seed"] = _checked_int("seed", arguments["seed"], 0)
+    config["epochs"] = check_count(arguments["epochs"], "epochs", 1)
+    config["seed"] = check_count(arguments["seed"], "seed", 0)
     for name, (allowed, test) in _REAL_RANGES.items():
         value = arguments[name]
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -45,7 +47,7 @@ def checked_config(**arguments: Any) -> dict[str, Any]:
     if config["schedule"] == "step":
         if arguments["step_size"] is None:
             raise ValueError("schedule='step' needs step_size, the number of epochs between two decays")
-        config["step_size"] = _checked_int("step_size", arguments["step_size"], 1)
+        config["step_size"] = check_count(arguments["step_size"], "step_size", 1)
     elif arguments["step_size"] is not None:
         raise ValueError(f"step_size is used by schedule='step' only, got it with schedule={config['schedule']!r}")
     config["nesterov"] = bool(arguments["nesterov"])
@@ -82,10 +84,3 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def _checked_int(name: str, value: object, minimum: int) -> int:
-    """``value``, an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return int(value)

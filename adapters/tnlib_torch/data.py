@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tnlib._validation import check_choice
 from tnlib_torch._cifar import cifar10, cifar100
 from tnlib_torch._datasets import (
     NORMALIZATIONS,
@@ -35,7 +36,6 @@ from tnlib_torch._datasets import (
     PathLike,
     TensorImageDataset,
     check_bool,
-    check_choice,
     check_path,
     random_crop_flip,
     resolve_normalize,

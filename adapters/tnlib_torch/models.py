@@ -26,13 +26,14 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from numbers import Integral
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parameter import is_lazy
+
+from tnlib_torch._geometry import check_count
 
 __all__ = [
     "CIFAR_RESNET_DEPTHS",
@@ -76,13 +77,6 @@ _SHOWN = 5
 # -- validation ------------------------------------------------------------------------------------------------------
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
 
 def _check_sizes(values: object, name: str, count: int | None = None) -> tuple[int, ...]:
     expected = f"a sequence of {count or 'one or more'} positive ints"
@@ -90,7 +84,7 @@ def _check_sizes(values: object, name: str, count: int | None = None) -> tuple[i
         raise TypeError(f"{name} must be {expected}, got {values!r}")
     if not values or (count is not None and len(values) != count):
         raise ValueError(f"{name} must be {expected}, got {len(values)}: {tuple(values)!r}")
-    return tuple(_check_int(value, f"{name}[{i}]", 1) for i, value in enumerate(values))
+    return tuple(check_count(value, f"{name}[{i}]", 1) for i, value in enumerate(values))
 
 
 def _check_shortcut(shortcut: object) -> str:
@@ -137,9 +131,9 @@ class ZeroPadShortcut(nn.Module):
 
     def __init__(self, in_planes: int, out_planes: int, stride: int = 2) -> None:
         super().__init__()
-        in_planes = _check_int(in_planes, "in_planes", 1)
-        out_planes = _check_int(out_planes, "out_planes", in_planes)
-        self.stride = _check_int(stride, "stride", 1)
+        in_planes = check_count(in_planes, "in_planes", 1)
+        out_planes = check_count(out_planes, "out_planes", in_planes)
+        self.stride = check_count(stride, "stride", 1)
         self.front = (out_planes - in_planes) // 2
         self.back = out_planes - in_planes - self.front
 
@@ -263,8 +257,8 @@ class VanillaCNN(nn.Sequential):
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = _VANILLA_WIDTHS) -> None:
-        num_classes = _check_int(num_classes, "num_classes", 2)
-        in_channels = _check_int(in_channels, "in_channels", 1)
+        num_classes = check_count(num_classes, "num_classes", 2)
+        in_channels = check_count(in_channels, "in_channels", 1)
         widths = _check_sizes(widths, "widths", 4)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for k, (c_in, c_out) in enumerate(zip((in_channels, *widths), widths), start=1):
@@ -309,8 +303,8 @@ class ResNet(nn.Sequential):
             raise TypeError(f"block must be BasicBlock or Bottleneck (or a subclass), got {block!r}")
         widths = _check_sizes(widths, "widths")
         num_blocks = _check_sizes(num_blocks, "num_blocks", len(widths))
-        num_classes = _check_int(num_classes, "num_classes", 2)
-        in_channels = _check_int(in_channels, "in_channels", 1)
+        num_classes = check_count(num_classes, "num_classes", 2)
+        in_channels = check_count(in_channels, "in_channels", 1)
         shortcut = _check_shortcut(shortcut)
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -367,7 +361,7 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_channels: int = 3) -> Res
     -------
     ResNet
     """
-    depth = _check_int(depth, "depth", 8)
+    depth = check_count(depth, "depth", 8)
     if (depth - 2) % 6:
         raise ValueError(f"depth must be 6n + 2 with n >= 1 (He et al. use {', '.join(map(str, CIFAR_RESNET_DEPTHS))}"
                          f" and 1202), got {depth}")

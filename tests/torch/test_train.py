@@ -305,7 +305,7 @@ def test_the_learning_rates_follow_the_schedule(schedule, extra, expected):
 @pytest.mark.parametrize(("change", "error", "message"), [
     ({"model": "resnet"}, TypeError, "model must be a torch.nn.Module, got str"),
     ({"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
-    ({"epochs": 2.0}, TypeError, "epochs must be an integer, got float"),
+    ({"epochs": 2.0}, TypeError, "epochs must be an integer >= 1, got 2.0"),
     ({"lr": 0}, ValueError, "lr must be a finite number > 0, got 0"),
     ({"lr": float("nan")}, ValueError, "lr must be a finite number > 0, got nan"),
     ({"lr": "0.1"}, TypeError, "lr must be a real number, got str"),

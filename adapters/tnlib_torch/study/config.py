@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import tnlib
-from tnlib_torch._datasets import check_choice
+from tnlib._validation import check_choice
 from tnlib_torch._geometry import check_count
 from tnlib_torch.compress import METHODS
 from tnlib_torch.models import MODELS

@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 import tnlib
 from tnlib import KERNEL_LABELS, Cut
+from tnlib_torch._geometry import check_count
 from tnlib_torch.accounting import count_params
 from tnlib_torch.compress import compress
 from tnlib_torch.surgery import LayerReport, select_convs, truncate_model_
@@ -142,18 +143,11 @@ def _check_fraction(value: object, name: str, *, one: bool = False) -> float:
     return float(value)
 
 
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
 
 def _check_training(epochs: object, lr: object, seed: object) -> None:
     """Refuse bad fine-tuning arguments before any costly work."""
-    _check_int(epochs, "epochs", 1)
-    _check_int(seed, "seed", 0)
+    check_count(epochs, "epochs", 1)
+    check_count(seed, "seed", 0)
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a real number > 0, got {type(lr).__name__}")
     if not (math.isfinite(lr) and lr > 0):
@@ -484,7 +478,7 @@ def decomposition_at_params(model: nn.Module, method: str, budget: float, train_
         raise ValueError(f"method must be one of {', '.join(map(repr, DECOMPOSITION_METHODS))}; got {method!r}")
     budget, names = _check_fraction(budget, "budget", one=True), set(_select(model, layers))
     _check_training(epochs, lr, seed)
-    cp_max_iter = _check_int(cp_max_iter, "cp_max_iter", 1)
+    cp_max_iter = check_count(cp_max_iter, "cp_max_iter", 1)
     fit = _decomposition_fit(method, seed, cp_max_iter)
     compressed, report = compress(model, method, budget=budget, fit=fit, where=lambda name, _: name in names)
     entries = [
