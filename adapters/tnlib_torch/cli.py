@@ -25,9 +25,9 @@ __all__ = ["main"]
 #: One line of help per config field.
 FIELD_HELP = {
     "model": "a model name (vanilla_cnn, resnet20, resnet56, ...) or package.module:factory",
-    "checkpoint": "weights to load into the model (else it is trained first, for --train-epochs)",
+    "checkpoint": "weights to load into the model (default: none, the model is trained first for --train-epochs)",
     "dataset": "digits (embedded, no download), cifar10, cifar100, or an image folder with train/ and test/",
-    "data_root": "the folder holding cifar-10-batches-py / cifar-100-python",
+    "data_root": "the folder holding cifar-10-batches-py / cifar-100-python (default: none)",
     "layers": "glob patterns of the conv layers to study (default: every conv)",
     "cuts": "the cuts of the kernel (o, i, h, w) to truncate across (default: all 7)",
     "levels": "the truncation levels, relative errors in (0, 1)",
@@ -36,11 +36,21 @@ FIELD_HELP = {
     "recovery_levels": "how many of the largest levels get recovery fine-tuning",
     "decompositions": "the structures compared at equal parameter count",
     "eval_samples": "evaluate on at most this many test samples (default: all)",
+    "train_samples": "train and fine-tune on at most this many training samples (default: all)",
     "batch_size": "batch size of every loader",
     "lr": "learning rate of (re)training",
     "seed": "the seed of everything random",
     "device": "cpu, cuda, cuda:1, ...",
 }
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends each option's default to its help, unless the help already states it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.help and "(default:" in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _option_type(name: str) -> tuple[type, bool]:
@@ -59,15 +69,19 @@ def _study_parser(subparsers: Any) -> argparse.ArgumentParser:
         "study", help="run a compressibility study (resumable)",
         description="Spectra, truncation sweep, recovery and decomposition comparison of a CNN's conv layers; "
                     "results, figures and a report in --output. Run it again to resume.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_DefaultsHelpFormatter)
     for field in dataclasses.fields(StudyConfig):
         kind, several = _option_type(field.name)
+        text = FIELD_HELP[field.name]
+        if several and "(default:" not in text:
+            text += f" (default: {' '.join(map(str, field.default))})"
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind,
-                            nargs="+" if several else None, default=field.default, help=FIELD_HELP[field.name])
+                            nargs="+" if several else None, default=field.default, help=text)
     parser.add_argument("--output", default="tnlib-study", help="the output folder (results, figures, report)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, help="run the measurements on a local Dask cluster of N processes")
-    where.add_argument("--scheduler", help="run them on an existing Dask scheduler (tcp://host:port)")
+    where.add_argument("--workers", type=int, help="run the measurements on a local Dask cluster of N processes "
+                                                    "(default: serially, in this process)")
+    where.add_argument("--scheduler", help="run them on an existing Dask scheduler, tcp://host:port (default: none)")
     parser.add_argument("--force", action="store_true",
                         help="start over in an output folder holding another study (its results are archived)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

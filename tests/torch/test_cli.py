@@ -20,9 +20,18 @@ def test_every_config_field_is_an_option_with_the_config_default():
 
 def test_several_values_parse_to_the_field_type():
     args = build_parser().parse_args(["study", "--levels", "0.2", "0.4", "--cuts", "ihw|o", "oh|iw",
-                                      "--eval-samples", "50", "--train-epochs", "3", "--workers", "2"])
+                                      "--eval-samples", "50", "--train-samples", "500", "--train-epochs", "3",
+                                      "--workers", "2"])
     assert args.levels == [0.2, 0.4] and args.cuts == ["ihw|o", "oh|iw"]
-    assert (args.eval_samples, args.train_epochs, args.workers) == (50, 3, 2)
+    assert (args.eval_samples, args.train_samples, args.train_epochs, args.workers) == (50, 500, 3, 2)
+
+
+def test_help_states_each_default_once_in_words():
+    study = build_parser()._subparsers._group_actions[0].choices["study"]
+    text = " ".join(study.format_help().split())
+    assert "(default: every conv)" in text and "(default: 0.1 0.2 0.3 0.4 0.5 0.6)" in text
+    assert "(default: truncate cp tucker2 mps)" in text and "(default: 10)" in text
+    assert "(default: ())" not in text and "(default: None)" not in text and "('" not in text
 
 
 def test_workers_and_scheduler_exclude_each_other(capsys):

@@ -194,6 +194,15 @@ def test_eval_samples_caps_the_test_set_deterministically():
     assert len(resolve_inputs(CONFIG.replace(eval_samples=None)).test_set) == 450
 
 
+def test_train_samples_caps_the_training_set_deterministically():
+    capped = CONFIG.replace(train_samples=300)
+    first, second = resolve_inputs(capped).train_set, resolve_inputs(capped).train_set
+    full = resolve_inputs(CONFIG).train_set
+    assert len(first) == 300 and first.indices == second.indices and len(full) > 300
+    assert len(set(first.indices)) == 300 and max(first.indices) < len(full)
+    assert len(resolve_inputs(CONFIG.replace(train_samples=10**6)).train_set) == len(full)
+
+
 def test_image_folder_inputs(tmp_path):
     image = pytest.importorskip("PIL.Image")
     for split in ("train", "test"):

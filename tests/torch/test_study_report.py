@@ -24,19 +24,17 @@ from tnlib_torch.study.figures import (  # noqa: E402
     save,
     spectra_figure,
 )
-from tnlib_torch.study.report import (  # noqa: E402
-    FIGURE_FOLDER,
-    REPORT,
+from tnlib_torch.study.findings import (  # noqa: E402
     Tolerated,
     control_curve,
     decompositions,
     lowest_entropy,
     recovery_gains,
-    report_text,
+    summarize,
     tolerated_norm_loss,
     tolerated_norm_loss_all,
-    write_report,
 )
+from tnlib_torch.study.report import FIGURE_FOLDER, REPORT, report_text, write_report  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CUTS = ("o|ihw", "oi|hw")
@@ -186,6 +184,16 @@ def test_decompositions_and_lowest_entropy():
         "cp", 0.5, 592, 290, 0.6, 0.85)
     assert tucker2.ratio == 296 / 592
     assert lowest_entropy(RECORDS) == {"conv1": ("o|ihw", 0.8), "conv2": ("o|ihw", 0.3)}
+
+
+def test_summarize_gathers_every_finding_at_its_tolerance():
+    findings = summarize(RECORDS, tolerance=0.005)
+    assert findings.baseline is BASELINE and findings.top1 == 0.9 and findings.tolerance == 0.005
+    assert findings.one_layer == tolerated_norm_loss(RECORDS, 0.005) != tolerated_norm_loss(RECORDS)
+    assert findings.all_layers == tolerated_norm_loss_all(RECORDS, 0.005)
+    assert findings.gains == recovery_gains(RECORDS) and findings.control == control_curve(RECORDS)
+    assert findings.decompositions == decompositions(RECORDS)
+    assert findings.lowest_entropy == lowest_entropy(RECORDS)
 
 
 # -- validation -----------------------------------------------------------------------------------------------------

@@ -76,6 +76,8 @@ def test_defaults_are_valid_and_round_trip_through_json():
     ("recovery_levels", 7, ValueError),
     ("decompositions", ("svd", "tt"), ValueError),
     ("eval_samples", 0, ValueError),
+    ("train_samples", 0, ValueError),
+    ("train_samples", 2.5, TypeError),
     ("batch_size", 0, ValueError),
     ("lr", 0.0, ValueError),
     ("lr", math.inf, ValueError),

@@ -182,6 +182,9 @@ class StudyConfig:
         The decompositions compared, methods of :func:`tnlib_torch.compress`.
     eval_samples : int or None
         The test samples evaluated at most; ``None`` evaluates them all.
+    train_samples : int or None
+        The training samples that training and fine-tuning see at most (a seeded subset, the same
+        for every stage); ``None`` trains on them all.
     batch_size : int
     lr : float
         Learning rate of training and fine-tuning.
@@ -213,6 +216,7 @@ class StudyConfig:
     recovery_levels: int = 1
     decompositions: tuple[str, ...] = ("truncate", "cp", "tucker2", "mps")
     eval_samples: int | None = None
+    train_samples: int | None = None
     batch_size: int = 128
     lr: float = 0.05
     seed: int = 0
@@ -276,6 +280,7 @@ _CHECKS: dict[str, Check] = {
     "recovery_levels": _count(0),
     "decompositions": _tuple_of(_check_decomposition),
     "eval_samples": _optional(_count(1)),
+    "train_samples": _optional(_count(1)),
     "batch_size": _count(1),
     "lr": _check_lr,
     "seed": _count(0),

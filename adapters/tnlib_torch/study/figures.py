@@ -9,24 +9,22 @@ measurement of that kind: there are no empty figures.  :data:`FIGURES` names the
 Figures are made from :class:`~matplotlib.figure.Figure` on its own Agg canvas, never through
 :mod:`matplotlib.pyplot`: no global state (current figure, backend, interactive mode) is read or
 changed, and a figure is garbage once dropped.  Matplotlib (``pip install 'tnlib[plot]'``) is
-imported when the first figure is made, so the record helpers here (:func:`of_kind`, :func:`field`,
-:func:`number`, :func:`accuracy_curve`, :func:`layers_max`), and the summaries of
-:mod:`tnlib_torch.study.report` built on them, work without it.  They check the records as they
-read them: a malformed record is a ``ValueError`` that names its key.
+imported when the first figure is made; the records are read through :mod:`tnlib_torch.study.records`,
+so a malformed record is a ``ValueError`` that names its key.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import numbers
 import os
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tnlib_torch.study.records import Record, accuracy_curve, field, layers_max, number, of_kind
 from tnlib_torch.study.store import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -35,118 +33,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIGURES",
-    "Record",
-    "accuracy_curve",
     "accuracy_figure",
     "decomposition_figure",
     "entropy_figure",
-    "field",
-    "layers_max",
-    "number",
-    "of_kind",
     "recovery_figure",
     "save",
     "spectra_figure",
 ]
 
-Record = Mapping[str, Any]
-
 #: What :func:`save` writes, with the keywords of ``Figure.savefig`` for each format.
 _FORMATS: dict[str, dict[str, Any]] = {"png": {"dpi": 150}, "svg": {"metadata": {"Date": None}}}
-
-
-# -- reading records ------------------------------------------------------------------------------------------------
-
-def _kind(record: Any, index: int) -> str:
-    """The kind of ``record`` (the first item of its key), checking that it is a record."""
-    if not isinstance(record, Mapping):
-        raise TypeError(f"records[{index}] must be a record (a mapping with a 'key'), got {type(record).__name__}")
-    key = record.get("key")
-    if isinstance(key, (str, bytes)) or not isinstance(key, Sequence) or not key or not isinstance(key[0], str):
-        raise ValueError(f"records[{index}] has no valid key (a list that starts with its kind, such as "
-                         f"['sweep', layer, cut, level]), got {key!r}")
-    return key[0]
-
-
-def of_kind(records: Sequence[Record], kind: str) -> list[Record]:
-    """The records of ``kind`` (the first item of their key), in their order.
-
-    Raises
-    ------
-    TypeError
-        If ``records`` is not a list or tuple of mappings.
-    ValueError
-        If a record has no valid key.
-
-    Examples
-    --------
-    >>> of_kind([{"key": ["baseline"], "top1": 0.9}, {"key": ("sweep", "conv1", "o|ihw", 0.1)}], "baseline")
-    [{'key': ['baseline'], 'top1': 0.9}]
-    """
-    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
-        raise TypeError(f"records must be a list of records, got {type(records).__name__}")
-    return [record for index, record in enumerate(records) if _kind(record, index) == kind]
-
-
-def field(record: Record, *path: str | int) -> Any:
-    """``record[path[0]][path[1]]...``, e.g. ``field(record, "history", 0, "top1")``.
-
-    Raises
-    ------
-    ValueError
-        If the record has no such entry; the message names the record's key.
-    """
-    value: Any = record
-    for step in path:
-        try:
-            value = value[step]
-        except (KeyError, IndexError, TypeError):
-            where = "".join(f"[{step!r}]" for step in path)
-            raise ValueError(f"the record {list(record['key'])} has no entry {where}; records are made by "
-                             "tnlib_torch.study.measure") from None
-    return value
-
-
-def number(record: Record, *path: str | int) -> float:
-    """:func:`field` checked to be a finite real number, as a float.
-
-    Raises
-    ------
-    ValueError
-        If the entry is missing, or is not a finite number (``None`` included).
-    """
-    value = field(record, *path)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        where = "".join(f"[{step!r}]" for step in path)
-        raise ValueError(f"the record {list(record['key'])} has {where} = {value!r}, not a finite number")
-    return float(value)
-
-
-def _entries(record: Record, name: str) -> int:
-    """The length of the non-empty list ``record[name]``."""
-    entries = field(record, name)
-    if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence) or not entries:
-        raise ValueError(f"the record {list(record['key'])} has no {name} (a non-empty list)")
-    return len(entries)
-
-
-def accuracy_curve(record: Record) -> tuple[list[int], list[float]]:
-    """The epochs and top-1 accuracies of a fine-tuned record; epoch 0 is the accuracy before fine-tuning.
-
-    ``record`` is a ``recovery``, ``recovery_control`` or ``decomposition`` record.
-    """
-    epochs = range(_entries(record, "history"))
-    return ([0, *(int(number(record, "history", i, "epoch")) for i in epochs)],
-            [number(record, "before", "top1"), *(number(record, "history", i, "top1") for i in epochs)])
-
-
-def layers_max(record: Record, name: str) -> float:
-    """The largest ``name`` (``"norm_loss"``, ``"rel_error"``, ...) among the layers of a record.
-
-    A ``sweep_all`` record truncates each layer to the same relative error; the layers lose different
-    fractions of their norms, and the largest is what every layer stays within.
-    """
-    return max(number(record, "layers", i, name) for i in range(_entries(record, "layers")))
 
 
 def _unique(values: Iterable[Hashable]) -> list[Any]:

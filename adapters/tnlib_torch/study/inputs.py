@@ -13,7 +13,8 @@
   normalized by the ``"cifar10"`` preset, training images augmented).  The CIFAR ResNets (``"resnet20"``
   ... ``"resnet110"``) get the ``"cifar-resnet"`` normalization instead, the one their published
   checkpoints were trained with.  ``eval_samples`` keeps the first ``eval_samples`` test images of a
-  permutation seeded by ``seed`` (in data set order, not stratified).
+  permutation seeded by ``seed`` (in data set order, not stratified); ``train_samples`` keeps training
+  images the same way.
 
 The same config gives the same inputs in every process, which is how the study's workers rebuild the model
 and the data themselves.
@@ -57,7 +58,8 @@ class StudyInputs:
     factory : callable
         Builds a freshly initialized model, with no arguments.
     train_set, test_set : Dataset
-        The training images (augmented where the data set is) and the test images (capped by ``eval_samples``).
+        The training images (augmented where the data set is, capped by ``train_samples``) and the test
+        images (capped by ``eval_samples``).
     classes : tuple of str
         The class names.
     in_channels : int
@@ -111,8 +113,10 @@ def resolve_inputs(config: StudyConfig) -> StudyInputs:
     factory = _factory(config.model, len(classes), int(image.shape[0]))
     model = _built(factory, config.model, config.seed)
     _check_fits(model, image, len(classes), config)
-    return StudyInputs(config.model, factory, train_set, _capped(test_set, config.eval_samples, config.seed),
-                       tuple(classes), int(image.shape[0]), tuple(select_layers(model, config.layers)))
+    train_set = _capped(train_set, config.train_samples, config.seed)
+    test_set = _capped(test_set, config.eval_samples, config.seed)
+    return StudyInputs(config.model, factory, train_set, test_set, tuple(classes), int(image.shape[0]),
+                       tuple(select_layers(model, config.layers)))
 
 
 def select_layers(model: nn.Module, patterns: tuple[str, ...]) -> list[str]:
@@ -229,9 +233,9 @@ def _image_folders(root: Path, normalize: str) -> tuple[Dataset, Dataset, list[s
     return train_set, test_set, train_set.classes
 
 
-def _capped(test_set: Dataset, samples: int | None, seed: int) -> Dataset:
+def _capped(dataset: Dataset, samples: int | None, seed: int) -> Dataset:
     """The first ``samples`` images of a permutation seeded by ``seed``, in data set order; all for ``None``."""
-    if samples is None or samples >= len(test_set):
-        return test_set
-    order = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(seed))
-    return Subset(test_set, sorted(order[:samples].tolist()))
+    if samples is None or samples >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return Subset(dataset, sorted(order[:samples].tolist()))
