@@ -150,6 +150,32 @@ def test_another_config_is_refused_unless_forced(serial, tmp_path, no_report):
     assert result.records[0] == serial.records[0]
 
 
+def test_a_wider_grid_measures_only_what_is_new(serial, tmp_path, no_report):
+    shutil.copytree(serial.output, tmp_path, dirs_exist_ok=True)
+    wider = CONFIG.replace(levels=(0.3, 0.6, 0.8), cuts=("o|ihw", "oh|iw", "w|oih"))
+    extended = run_study(wider, tmp_path, progress=False)
+    # new: 4 spectra tasks (w|oih), sweeps 4 layers x (2 old cuts x 0.8 + w|oih x 3 levels), sweep_all 2 + 3,
+    # and the recovery at the new largest level for each of the 3 cuts
+    assert extended.tasks_run == 4 + 4 * (2 + 3) + (2 + 3) + 3
+    assert {record["key"] for record in extended.records} == expected_keys(wider)
+    shared = expected_keys(wider) & expected_keys(CONFIG)
+    assert [r for r in extended.records if r["key"] in shared] == [r for r in serial.records if r["key"] in shared]
+    assert len(read_records(tmp_path)) == len(expected_keys(wider) | expected_keys(CONFIG))
+    assert json.loads((tmp_path / "manifest.json").read_text())["config"] == wider.to_dict()
+    narrower = run_study(CONFIG.replace(cuts=("oh|iw",), levels=(0.6,)), tmp_path, progress=False)
+    assert narrower.tasks_run == 0
+    assert {record["key"] for record in narrower.records} == expected_keys(CONFIG.replace(cuts=("oh|iw",),
+                                                                                          levels=(0.6,)))
+
+
+def test_a_wider_grid_gives_the_records_of_a_fresh_run(tmp_path, no_report):
+    small = CONFIG.replace(cuts=("o|ihw",), levels=(0.6,), retrain_epochs=0, layers=("conv3", "conv4"))
+    wider = small.replace(cuts=("o|ihw", "i|ohw"), levels=(0.3, 0.6))
+    run_study(small, tmp_path / "extended", progress=False)
+    extended = run_study(wider, tmp_path / "extended", progress=False)
+    assert extended.records == run_study(wider, tmp_path / "fresh", progress=False).records
+
+
 def test_a_checkpoint_is_studied_and_must_not_change(serial, tmp_path, no_report):
     checkpoint = tmp_path / "weights.pt"
     shutil.copy(serial.output / "baseline.pt", checkpoint)

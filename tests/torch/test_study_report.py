@@ -248,6 +248,25 @@ def test_figures_draw_what_the_records_hold():
     assert labels == ["cp\nbudget 0.5\nratio 0.490", "tucker2\nbudget 0.5\nratio 0.500"]
 
 
+def test_figures_and_findings_follow_the_model_not_the_order_of_recording(config: StudyConfig):
+    shuffled = [BASELINE, *reversed(SPECTRA), *reversed(SWEEPS), *reversed(SWEEPS_ALL), *reversed(RECOVERIES),
+                CONTROL, *DECOMPOSITIONS]
+    assert [ax.get_title() for ax in spectra_figure(shuffled).axes] == ["conv1", "conv2"]
+    assert [line.get_label() for line in spectra_figure(shuffled).axes[0].lines] == ["o|ihw", "oi|hw"]
+    assert [ax.get_title() for ax in accuracy_figure(shuffled).axes] == ["cut o|ihw", "cut oi|hw"]
+    assert [list(by_cut) for by_cut in tolerated_norm_loss(shuffled).values()] == [["o|ihw", "oi|hw"]] * 2
+    assert [gain.target for gain in recovery_gains(shuffled)] == ["conv1", "all"]
+    assert report_text(shuffled, config) == report_text(RECORDS, config)
+
+
+def test_every_layer_of_a_resnet20_has_its_own_color():
+    layers = [f"conv{index}" for index in range(19)]
+    records = [{**BASELINE, "layers": layers}] + [
+        {**SWEEPS[0], "key": ["sweep", layer, "o|ihw", 0.1], "layer": layer} for layer in layers]
+    points = accuracy_figure(records).axes[0].collections
+    assert len(points) == 19 and len({tuple(dots.get_facecolor()[0]) for dots in points}) == 19
+
+
 @pytest.mark.parametrize("draw", FIGURES.values())
 def test_a_kind_without_data_gives_no_figure(draw):
     assert draw([BASELINE]) is None

@@ -106,8 +106,11 @@ def test_fingerprint_follows_the_results_not_the_device():
     assert StudyConfig.from_dict(json.loads(json.dumps(config.to_dict()))).fingerprint() == fingerprint
     assert config.replace(device="cuda:1").fingerprint() == fingerprint
     assert config.replace(data_root="/elsewhere").fingerprint() == fingerprint
-    assert config.replace(levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.7)).fingerprint() != fingerprint
-    assert config.replace(seed=1).fingerprint() != fingerprint
+    grid = {"levels": (0.1, 0.7), "cuts": ("oh|iw",), "decompositions": ("cp",), "recovery_levels": 2}
+    assert config.replace(**grid).fingerprint() == fingerprint
+    for field, value in [("seed", 1), ("eval_samples", 100), ("train_samples", 100), ("retrain_epochs", 3),
+                         ("layers", ("conv1",)), ("lr", 0.1)]:
+        assert config.replace(**{field: value}).fingerprint() != fingerprint, field
 
 
 def test_unknown_keys_are_refused_by_name():
@@ -208,8 +211,9 @@ def test_another_config_is_refused_by_field_or_archived_with_force(tmp_path, con
     with ResultStore.open(tmp_path, config) as store:
         store.append({"key": ["a"]})
     old = config.fingerprint()
-    other = config.replace(levels=(0.1, 0.2), seed=3)
-    with pytest.raises(ValueError, match=r"levels = \[0.1, 0.3\] recorded, \[0.1, 0.2\] now; seed = 0"):
+    other = config.replace(levels=(0.1, 0.2), eval_samples=50, seed=3)
+    with pytest.raises(ValueError, match=r"another configuration \(eval_samples = None recorded, 50 now; seed = 0 "
+                                         r"recorded, 3 now\)"):
         ResultStore.open(tmp_path, other)
     with ResultStore.open(tmp_path, other, force=True) as store:
         assert store.records() == [] and store.manifest()["fingerprint"] == other.fingerprint()
@@ -226,6 +230,23 @@ def test_another_device_resumes(tmp_path, config):
         store.append({"key": ["a"]})
     with ResultStore.open(tmp_path, config.replace(device="cuda")) as store:
         assert store.done(["a"]) and store.manifest()["config"]["device"] == "cuda"
+
+
+def test_another_grid_resumes_and_takes_over_the_manifest(tmp_path, config):
+    with ResultStore.open(tmp_path, config) as store:
+        store.append({"key": ["a"]})
+    wider = config.replace(levels=(0.1, 0.3, 0.9), cuts=("o|ihw", "w|oih"))
+    with ResultStore.open(tmp_path, wider) as store:
+        assert store.done(["a"]) and store.manifest()["config"] == wider.to_dict()
+
+
+def test_a_manifest_fingerprinted_by_an_older_rule_resumes(tmp_path, config):
+    with ResultStore.open(tmp_path, config) as store:
+        store.append({"key": ["a"]})
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "fingerprint": "0123456789abcdef"}))
+    with ResultStore.open(tmp_path, config) as store:
+        assert store.done(["a"]) and store.manifest()["fingerprint"] == config.fingerprint()
 
 
 def test_results_without_manifest_are_refused_but_other_files_are_fine(tmp_path, config):

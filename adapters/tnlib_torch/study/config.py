@@ -26,7 +26,7 @@ from tnlib_torch._geometry import check_count
 from tnlib_torch.compress import METHODS
 from tnlib_torch.models import MODELS
 
-__all__ = ["DATASETS", "KERNEL_CUTS", "NOT_FINGERPRINTED", "StudyConfig"]
+__all__ = ["DATASETS", "GRID", "KERNEL_CUTS", "NOT_FINGERPRINTED", "StudyConfig"]
 
 #: The data sets known by name; any other ``dataset`` is the path of an image folder.
 DATASETS = ("digits", "cifar10", "cifar100")
@@ -34,11 +34,17 @@ DATASETS = ("digits", "cifar10", "cifar100")
 #: The seven cuts of a conv kernel ``(o, i, h, w)``, each in its canonical spelling.
 KERNEL_CUTS = tuple(str(cut) for cut in tnlib.all_cuts(tnlib.KERNEL_LABELS))
 
-#: The fields left out of :meth:`StudyConfig.fingerprint`: they say where the work runs and where
-#: data is read from, not what is computed.  ``device``: CPU and GPU kernels agree to rounding, so
-#: a study started on one device may be resumed on another.  ``data_root``: CIFAR is checked
-#: against its official md5 wherever it lies, so moving it changes nothing.
-NOT_FINGERPRINTED = frozenset({"device", "data_root"})
+#: The fields that choose which measurements a study makes, not how any one is made: each record is
+#: keyed by its cut, level or decomposition, and its value does not depend on the others.  A study may
+#: be extended (more levels, cuts, decompositions or recovery levels) or narrowed in its folder: what
+#: is recorded is reused, only what is missing is measured.
+GRID = frozenset({"cuts", "levels", "recovery_levels", "decompositions"})
+
+#: The fields left out of :meth:`StudyConfig.fingerprint`: the :data:`GRID`, and those that say where
+#: the work runs and where data is read from, not what is computed.  ``device``: CPU and GPU kernels
+#: agree to rounding, so a study started on one device may be resumed on another.  ``data_root``:
+#: CIFAR is checked against its official md5 wherever it lies, so moving it changes nothing.
+NOT_FINGERPRINTED = GRID | {"device", "data_root"}
 
 _CANONICAL_CUTS = {tnlib.Cut(cut): cut for cut in KERNEL_CUTS}
 
@@ -200,8 +206,10 @@ class StudyConfig:
     (('o|ihw', 'oi|hw'), (0.1, 0.5))
     >>> StudyConfig.from_dict(config.to_dict()) == config
     True
-    >>> config.replace(device="cuda").fingerprint() == config.fingerprint()
+    >>> config.replace(device="cuda", levels=[0.1, 0.5, 0.8]).fingerprint() == config.fingerprint()
     True
+    >>> config.replace(eval_samples=500).fingerprint() == config.fingerprint()
+    False
     """
 
     model: str = "vanilla_cnn"
@@ -255,12 +263,14 @@ class StudyConfig:
         return dataclasses.replace(self, **changes)
 
     def fingerprint(self) -> str:
-        """16 hex digits identifying the results of this config.
+        """16 hex digits identifying how the measurements of this config are made.
 
         The sha256 of the canonical JSON (sorted keys, no spaces) of every field but those of
-        :data:`NOT_FINGERPRINTED` (``device``, ``data_root``), which say where the work runs and
-        where data is read from, not what is computed.  Equal configs, and configs that differ
-        only in those fields, have equal fingerprints, in every process and on every machine.
+        :data:`NOT_FINGERPRINTED`: the :data:`GRID` (which measurements are made), ``device`` and
+        ``data_root`` (where the work runs and where data is read from).  Configs with equal
+        fingerprints give equal records for the measurements they share, so they may share a
+        folder.  Equal configs, and configs that differ only in those fields, have equal
+        fingerprints, in every process and on every machine.
         """
         fields = {name: value for name, value in self.to_dict().items() if name not in NOT_FINGERPRINTED}
         text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)

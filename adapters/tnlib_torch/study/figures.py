@@ -85,9 +85,20 @@ def _legend(figure: Figure, axes: Sequence[Axes], title: str | None = None) -> N
     figure.legend(list(entries.values()), list(entries), loc="outside right upper", title=title)
 
 
-def _color(order: Sequence[Hashable], item: Hashable) -> str:
-    """The color of ``item``, the same in every panel."""
-    return f"C{order.index(item) % 10}"
+def _color(order: Sequence[Hashable], item: Hashable) -> Any:
+    """The color of ``item``, the same in every panel, and distinct for every item of ``order``.
+
+    The default color cycle for up to 10 items, ``tab20`` for up to 20 (ResNet-20's 19 convs),
+    beyond that evenly spaced along ``viridis``.
+    """
+    from matplotlib import colormaps
+
+    index = order.index(item)
+    if len(order) <= 10:
+        return f"C{index}"
+    if len(order) <= 20:
+        return colormaps["tab20"](index)
+    return colormaps["viridis"](index / (len(order) - 1))
 
 
 def _baseline_line(ax: Axes, records: Sequence[Record]) -> None:
@@ -201,7 +212,8 @@ def recovery_figure(records: Sequence[Record]) -> Figure | None:
     runs, controls = of_kind(records, "recovery"), of_kind(records, "recovery_control")
     if not runs and not controls:
         return None
-    curves = [(accuracy_curve(record), {"marker": "o", "color": f"C{index % 10}", "label": _recovery_label(record)})
+    curves = [(accuracy_curve(record), {"marker": "o", "color": _color(range(len(runs)), index),
+                                        "label": _recovery_label(record)})
               for index, record in enumerate(runs)]
     curves += [(accuracy_curve(record), {"marker": "s", "color": "black", "linestyle": ":",
                                          "label": "control (not truncated)"}) for record in controls]

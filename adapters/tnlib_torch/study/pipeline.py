@@ -28,6 +28,10 @@ Guarantees
   in ``baseline.pt``, whose sha256 the manifest records;
 - **crash-safe**: each record is on disk once appended, and every other file is replaced atomically: a run
   killed at any moment loses at most the tasks in progress;
+- **extensible**: the grid (:data:`~tnlib_torch.study.config.GRID`: levels, cuts, recovery levels,
+  decompositions) may change between runs in one folder: only the measurements not yet recorded are
+  made.  Records outside the current grid stay in ``results.jsonl``; the result, the CSV and the report
+  hold the current grid's;
 - **the same records serially and on Dask**: a task's records depend on the config, the baseline weights
   and the task alone (see :mod:`tnlib_torch.study.runner`), and carry no timings; the manifest holds the
   seconds per stage (``stages``, summed over runs) and of the last run (``last_run``).
@@ -88,7 +92,8 @@ class StudyResult:
     tasks_run, tasks_skipped : int
         The tasks run now, and those skipped because their records were there.
     records : tuple of dict
-        Every record of the study, sorted by key, as :func:`~tnlib_torch.study.store.read_records` reads them.
+        The records of the study's tasks (those of its grid), sorted by key, as
+        :func:`~tnlib_torch.study.store.read_records` reads them.
     paths : tuple of Path
         The files of the study in the folder.
     seconds : float
@@ -173,7 +178,9 @@ def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = 
             bar.close()
             timings.save()
         with timings.stage("outputs"):
-            records = tuple(sorted(store.records(), key=lambda item: item["key"]))
+            planned = {key for task in tasks for key in task.keys}
+            records = tuple(sorted((item for item in store.records() if item["key"] in planned),
+                                   key=lambda item: item["key"]))
             paths = _write_outputs(store.folder, records, config)
         seconds, skipped = time.perf_counter() - started, len(tasks) - len(pending)
         timings.save(last_run={"seconds": seconds, "tasks_run": len(pending), "tasks_skipped": skipped,

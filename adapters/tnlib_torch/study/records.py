@@ -6,6 +6,11 @@ A record is a JSON-ready mapping whose ``key`` is a list that starts with its ki
 :func:`tnlib_torch.study.store.read_records` reads them back.  The figures and the findings read
 records only through these helpers, so a malformed record is a ``ValueError`` that names its key and
 the entry missing, never a ``KeyError`` deep in a plot.  Nothing here needs matplotlib.
+
+Records come in the order they were measured, which on Dask, or after a resumed run, is not the
+model's.  :func:`of_kind` gives them in the study's order instead: layers as the model orders them
+(the baseline record's ``layers``), cuts as :func:`tnlib.all_cuts` orders the kernel's (``o|ihw``
+first), whatever order they were recorded in.
 """
 
 from __future__ import annotations
@@ -15,10 +20,15 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import tnlib
+
 __all__ = ["Record", "accuracy_curve", "field", "layers_max", "number", "of_kind"]
 
 #: One measurement: a mapping with a ``key`` list that starts with its kind.
 Record = Mapping[str, Any]
+
+#: The cuts of a conv kernel ``(o, i, h, w)`` in the order the records are given.
+_CUT_ORDER = {str(cut): rank for rank, cut in enumerate(tnlib.all_cuts(tnlib.KERNEL_LABELS))}
 
 
 def _kind(record: Any, index: int) -> str:
@@ -33,7 +43,12 @@ def _kind(record: Any, index: int) -> str:
 
 
 def of_kind(records: Sequence[Record], kind: str) -> list[Record]:
-    """The records of ``kind`` (the first item of their key), in their order.
+    """The records of ``kind`` (the first item of their key), in the study's order.
+
+    That is by layer (a recovery's ``target``), in the order of the baseline's ``layers`` (the
+    model's), then by cut, in the order of :func:`tnlib.all_cuts` on ``(o, i, h, w)``; records with
+    neither, or with a layer or cut not in those lists (after those that are), keep the order they
+    come in.
 
     Raises
     ------
@@ -46,10 +61,25 @@ def of_kind(records: Sequence[Record], kind: str) -> list[Record]:
     --------
     >>> of_kind([{"key": ["baseline"], "top1": 0.9}, {"key": ("sweep", "conv1", "o|ihw", 0.1)}], "baseline")
     [{'key': ['baseline'], 'top1': 0.9}]
+    >>> records = [{"key": ["baseline"], "layers": ["conv1", "conv2"]}] + [
+    ...     {"key": ["spectrum", layer, cut], "layer": layer, "cut": cut}
+    ...     for layer, cut in [("conv2", "oh|iw"), ("conv1", "i|ohw"), ("conv2", "o|ihw")]]
+    >>> [record["key"][1:] for record in of_kind(records, "spectrum")]
+    [['conv1', 'i|ohw'], ['conv2', 'o|ihw'], ['conv2', 'oh|iw']]
     """
     if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
         raise TypeError(f"records must be a list of records, got {type(records).__name__}")
-    return [record for index, record in enumerate(records) if _kind(record, index) == kind]
+    kinds = [_kind(record, index) for index, record in enumerate(records)]
+    baselines = [record for record, found in zip(records, kinds) if found == "baseline"]
+    layers = baselines[0].get("layers") if baselines else None
+    layer_order = {name: rank for rank, name in enumerate(layers)} if isinstance(layers, list) else {}
+
+    def rank(record: Record) -> tuple[int, int]:
+        layer, cut = record.get("layer", record.get("target")), record.get("cut")
+        return (layer_order.get(layer, len(layer_order)) if isinstance(layer, str) else len(layer_order),
+                _CUT_ORDER.get(cut, len(_CUT_ORDER)) if isinstance(cut, str) else len(_CUT_ORDER))
+
+    return sorted((record for record, found in zip(records, kinds) if found == kind), key=rank)
 
 
 def field(record: Record, *path: str | int) -> Any:

@@ -86,7 +86,7 @@ class _Setting:
 MEASURES: dict[str, Callable[..., Record | list[Record]]] = {
     "baseline": lambda model, s: measure.baseline(model, s.test),
     "spectra": lambda model, s, layer: [
-        record for record in measure.layer_spectra(model, [layer], s.config.levels) if record["cut"] in s.config.cuts
+        record for record in measure.layer_spectra(model, [layer]) if record["cut"] in s.config.cuts
     ],
     "sweep": lambda model, s, layer, cut, level: measure.truncate_one(model, layer, cut, level, s.test),
     "sweep_all": lambda model, s, cut, level: measure.truncate_all(model, cut, level, s.test, s.layers),

@@ -25,7 +25,10 @@ A run killed at any moment (Ctrl-C, SIGKILL, power loss) leaves valid files:
   ends, however it ends: a lock left by a dead process is taken over, whatever pid the file says.
 
 Run the same study again on the same folder and :meth:`ResultStore.done` says which measurements
-to skip; a folder of another configuration is refused (or archived, with ``force=True``).
+to skip.  A config with the same fingerprint resumes the folder even with another grid (levels, cuts,
+decompositions; :data:`~tnlib_torch.study.config.GRID`): its measurements are made the same way, so
+the records it shares with the folder are reused, and the manifest takes the new config.  A folder
+of another fingerprint is refused (or archived, with ``force=True``).
 
 One writer per folder
 ---------------------
@@ -294,10 +297,22 @@ def _entries_to_keep(folder: Path, config: StudyConfig, force: bool) -> dict[str
             reason = f"it holds {RESULTS} but no {MANIFEST}, so the configuration of those results is unknown"
             return _start_over(folder, "unknown", reason, force)
         return {}
-    if manifest["fingerprint"] != config.fingerprint():
+    if _recorded_fingerprint(manifest) != config.fingerprint():
         reason = f"it holds the results of another configuration ({_differences(manifest.get('config'), config)})"
         return _start_over(folder, manifest["fingerprint"], reason, force)
     return manifest
+
+
+def _recorded_fingerprint(manifest: dict[str, Any]) -> str | None:
+    """The fingerprint of the manifest's config as this version computes it; ``None`` if it is no config.
+
+    Recomputed rather than read, so that a folder stays resumable when the fingerprint leaves out
+    more fields than it did when the folder was written.
+    """
+    try:
+        return StudyConfig.from_dict(manifest.get("config")).fingerprint()
+    except (TypeError, ValueError):
+        return None
 
 
 def _now() -> str:
@@ -336,9 +351,10 @@ class ResultStore:
     def open(cls, folder: str | os.PathLike[str], config: StudyConfig, force: bool = False) -> ResultStore:
         """Open the study of ``config`` in ``folder``: a new one, or the one to resume.
 
-        The folder is created if missing; other files in it are left alone.  If its manifest has
-        ``config``'s fingerprint, the study resumes: its records are read (an incomplete last line
-        is cut off, with a :class:`PartialLineWarning`) and the manifest keeps its entries.
+        The folder is created if missing; other files in it are left alone.  If its manifest's
+        config has ``config``'s fingerprint (recomputed; the grid may differ), the study resumes:
+        its records are read (an incomplete last line is cut off, with a :class:`PartialLineWarning`)
+        and the manifest keeps its entries.
         Otherwise the folder is refused, unless ``force`` archives its ``results.jsonl`` and
         ``manifest.json`` as ``results.<old fingerprint>.jsonl`` and ``manifest.<old
         fingerprint>.json`` (``unknown`` for a folder with results but no valid manifest) and the
