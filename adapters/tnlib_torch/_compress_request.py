@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from tnlib_torch._geometry import check_count
 from tnlib_torch._structures import (
     CPStructure,
     LinearStructure,
@@ -102,8 +103,7 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
         return CompressRequest(policy="budget", budget=float(budget), **common)
     if not callable(evaluate):
         raise TypeError(f"evaluate must be a callable model -> float, got {evaluate!r}")
-    if isinstance(eval_points, bool) or not isinstance(eval_points, int) or eval_points < 1:
-        raise ValueError(f"eval_points must be an int >= 1, got {eval_points!r}")
+    eval_points = check_count(eval_points, "eval_points")
     fractions = np.linspace(0.1, 0.9, eval_points) if eval_points > 1 else np.array([0.5])
     return CompressRequest(policy="accuracy", budget=float(budget), evaluate=evaluate,
                            fractions=tuple(fractions.tolist()), **common)

@@ -206,9 +206,16 @@ def test_unreachable_scheduler_fails_fast_and_loses_nothing(serial, tmp_path, mo
     assert sorted(read_records(tmp_path), key=lambda r: r["key"]) == list(serial.records)
 
 
-def test_workers_and_scheduler_are_exclusive(tmp_path):
-    with pytest.raises(ValueError, match="not both"):
-        run_study(CONFIG, tmp_path, workers=2, scheduler="tcp://127.0.0.1:1", progress=False)
+@pytest.mark.parametrize(("where", "error", "message"), [
+    ({"workers": 2, "scheduler": "tcp://127.0.0.1:1"}, ValueError, "not both"),
+    ({"workers": 0}, ValueError, "workers must be an integer >= 1"),
+    ({"workers": True}, TypeError, "workers must be an integer"),
+    ({"scheduler": 8786}, TypeError, "scheduler must be the address"),
+])
+def test_bad_placement_is_refused_before_anything_is_written(tmp_path, where, error, message):
+    with pytest.raises(error, match=message):
+        run_study(CONFIG, tmp_path / "study", progress=False, **where)
+    assert not (tmp_path / "study").exists()
 
 
 # -- inputs ----------------------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.study.inputs import StudyInputs
 from tnlib_torch.study.measure import ALL
 from tnlib_torch.study.report import write_report
-from tnlib_torch.study.runner import Task, TaskOutput, cached_inputs, open_runner
+from tnlib_torch.study.runner import Task, TaskOutput, cached_inputs, check_placement, open_runner
 from tnlib_torch.study.store import MANIFEST, RESULTS, ResultStore, atomic_write_bytes, atomic_write_text
 from tnlib_torch.train import fine_tune
 
@@ -153,6 +153,7 @@ def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = 
         raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False, got {progress!r}")
+    check_placement(workers, scheduler)
     cached_inputs.cache_clear()  # read the data afresh; the serial tasks then reuse it
     inputs = cached_inputs(config)
     with ResultStore.open(output, config, force) as store, open_runner(workers, scheduler) as run:

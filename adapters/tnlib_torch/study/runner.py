@@ -25,12 +25,13 @@ from typing import Any, NamedTuple
 
 import torch
 
+from tnlib_torch._geometry import check_count
 from tnlib_torch.study import measure
 from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.study.inputs import resolve_inputs
 from tnlib_torch.study.store import Key
 
-__all__ = ["CONNECT_TIMEOUT", "Task", "TaskOutput", "cached_inputs", "open_runner", "run_task"]
+__all__ = ["CONNECT_TIMEOUT", "Task", "TaskOutput", "cached_inputs", "check_placement", "open_runner", "run_task"]
 
 #: Seconds to wait for the Dask scheduler of ``scheduler=ADDRESS`` to answer.
 CONNECT_TIMEOUT = 10.0
@@ -146,6 +147,21 @@ OnResult = Callable[[Task, TaskOutput], None]
 Runner = Callable[[Sequence[Task], Mapping[str, Any], bytes, OnResult], None]
 
 
+def check_placement(workers: object, scheduler: object) -> None:
+    """Refuse ``workers`` and ``scheduler`` both given, ``workers`` not an int >= 1, or ``scheduler`` not an address.
+
+    Raises
+    ------
+    ValueError, TypeError
+    """
+    if workers is not None and scheduler is not None:
+        raise ValueError(f"give workers or scheduler, not both (got workers={workers!r}, scheduler={scheduler!r})")
+    if workers is not None:
+        check_count(workers, "workers")
+    if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
+        raise TypeError(f"scheduler must be the address of a Dask scheduler (str), got {scheduler!r}")
+
+
 @contextlib.contextmanager
 def open_runner(workers: int | None = None, scheduler: str | None = None) -> Iterator[Runner]:
     """The function running tasks: here in order (neither argument), or on Dask (one of them).
@@ -163,8 +179,7 @@ def open_runner(workers: int | None = None, scheduler: str | None = None) -> Ite
     ImportError
         Dask's ``distributed`` is not installed.
     """
-    if workers is not None and scheduler is not None:
-        raise ValueError(f"give workers or scheduler, not both (got workers={workers!r}, scheduler={scheduler!r})")
+    check_placement(workers, scheduler)
     if workers is None and scheduler is None:
         yield _run_here
         return
@@ -199,8 +214,6 @@ def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     except ImportError as error:
         raise ImportError("workers and scheduler run the study on Dask: pip install 'dask[distributed]'") from error
     if scheduler is not None:
-        if not isinstance(scheduler, str) or not scheduler.strip():
-            raise TypeError(f"scheduler must be the address of a Dask scheduler (str), got {scheduler!r}")
         try:
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as error:
@@ -210,8 +223,6 @@ def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client
