@@ -8,8 +8,9 @@
   keys are those of the published checkpoints of akamaster/pytorch_resnet_cifar10;
 * :func:`resnet18_cifar`, :func:`resnet50_cifar`: the ImageNet ResNet-18/50 with
   a 3x3 stride-1 stem and no max-pool, for 32x32 inputs;
-* :func:`load_checkpoint`: a checkpoint into a model, by ``torch.load(...,
-  weights_only=True)`` only, checked against the model before anything is copied;
+* :func:`load_checkpoint` (from :mod:`tnlib_torch.weights`): a checkpoint into a
+  model, by ``torch.load(..., weights_only=True)`` only, checked against the model
+  before anything is copied;
 * :data:`MODELS` and :func:`build_model`: the models by name.
 
 Every model is an ``nn.Sequential`` of named layers (its ``forward`` is the
@@ -22,18 +23,16 @@ norms start at weight 1, bias 0; linear biases keep PyTorch's default.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parameter import is_lazy
 
 from tnlib_torch._geometry import check_count
+from tnlib_torch.weights import load_checkpoint
 
 __all__ = [
     "CIFAR_RESNET_DEPTHS",
@@ -66,12 +65,6 @@ SHORTCUTS: tuple[str, ...] = ("zero_pad", "projection")
 #: The default widths of :class:`VanillaCNN` and the blocks it max-pools after.
 _VANILLA_WIDTHS = (32, 64, 128, 128)
 _VANILLA_POOL_AFTER = (2, 4)
-#: Keys under which a checkpoint file may wrap its state dict, tried in this order.
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
-#: The prefix ``nn.DataParallel`` puts on every key.
-_DATA_PARALLEL_PREFIX = "module."
-#: How many names of each kind a mismatch error lists.
-_SHOWN = 5
 
 
 # -- validation ------------------------------------------------------------------------------------------------------
@@ -437,133 +430,3 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3) -> nn.Mo
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; the available models are {', '.join(MODELS)}")
     return MODELS[name](num_classes=num_classes, in_channels=in_channels)
-
-
-# -- checkpoints -----------------------------------------------------------------------------------------------------
-
-
-def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
-    """The state dict a checkpoint file holds, unwrapped, by ``torch.load(..., weights_only=True)``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file at '{path}'")
-    try:
-        loaded = torch.load(path, weights_only=True, map_location="cpu")
-    except OSError:
-        raise
-    except Exception as err:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a foreign file
-        raise ValueError(f"'{path}' is not a torch checkpoint that loads with weights_only=True "
-                         f"({type(err).__name__}; checkpoints holding arbitrary Python objects are refused)") from err
-    for key in _WRAPPER_KEYS:
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
-            break
-    if not isinstance(loaded, Mapping) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in loaded.items()
-    ):
-        raise ValueError(f"'{path}' does not hold a state dict (a mapping of names to tensors, bare or under one of "
-                         f"the keys {', '.join(map(repr, _WRAPPER_KEYS))})")
-    return loaded
-
-
-def _strip_data_parallel(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
-    """``state`` without the ``module.`` prefix, when every key has it (its metadata renamed alike)."""
-    prefix = _DATA_PARALLEL_PREFIX
-    if not state or not all(key.startswith(prefix) for key in state):
-        return state
-    stripped = OrderedDict((key[len(prefix):], value) for key, value in state.items())
-    metadata = getattr(state, "_metadata", None)
-    if metadata is not None:  # "module" is the wrapped model's root; "" the DataParallel wrapper's, dropped
-        stripped._metadata = OrderedDict(  # type: ignore[attr-defined]
-            ("" if key == prefix[:-1] else key[len(prefix):], value)
-            for key, value in metadata.items() if key == prefix[:-1] or key.startswith(prefix)
-        )
-    return stripped
-
-
-def _filled_in_by_batch_norm(model: nn.Module, state: Mapping[str, torch.Tensor]) -> set[str]:
-    """The ``num_batches_tracked`` keys batch norm fills in itself when a checkpoint predates them (PyTorch < 0.4.1).
-
-    As ``_NormBase._load_from_state_dict``: for a module whose metadata version
-    is missing or below 2 (the checkpoints of akamaster have no metadata).
-    """
-    metadata = getattr(state, "_metadata", None) or {}
-    return {
-        f"{name}.num_batches_tracked" if name else "num_batches_tracked"
-        for name, module in model.named_modules(remove_duplicate=False)
-        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats
-        and (metadata.get(name, {}).get("version") or 0) < 2
-    }
-
-
-def _listing(items: Sequence[str], noun: str, where: str) -> str:
-    shown = ", ".join(items[:_SHOWN]) + (f", ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
-    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'} ({where}): {shown}"
-
-
-def _check_fits(model: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, path: Path) -> None:
-    """Raise a ValueError listing what keeps ``state`` from loading into ``model``, before anything is copied."""
-    expected = model.state_dict(keep_vars=True)
-    filled_in = _filled_in_by_batch_norm(model, state)
-    missing = [key for key in expected if key not in state and key not in filled_in]
-    unexpected = [key for key in state if key not in expected]
-    conflicts = [
-        f"{key} {tuple(state[key].shape)} vs {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in state and not is_lazy(value) and state[key].shape != value.shape
-    ]
-    found = [(missing if strict else [], "missing key", "in the model, not in the checkpoint"),
-             (unexpected if strict else [], "unexpected key", "in the checkpoint, not in the model"),
-             (conflicts, "shape conflict", "name, checkpoint shape vs model shape")]
-    problems = [_listing(items, noun, where) for items, noun, where in found if items]
-    if problems:
-        raise ValueError(f"checkpoint '{path}' does not fit the {type(model).__name__} (a checkpoint of another "
-                         f"architecture?); nothing was loaded: " + "; ".join(problems))
-
-
-def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
-    """Load the weights of a checkpoint file into ``model``, in place.
-
-    The file is read by ``torch.load(path, weights_only=True,
-    map_location="cpu")`` only, so a file that would run code when unpickled is
-    refused.  It may hold a bare state dict or wrap one under ``"state_dict"``,
-    ``"model_state_dict"`` or ``"model"`` (the first of these keys whose value is
-    a mapping); a ``module.`` prefix on every key (``nn.DataParallel``) is
-    stripped.  The state dict is checked against ``model.state_dict()`` first, so
-    a mismatch leaves the model unchanged; then ``model.load_state_dict`` copies
-    it, to the model's device and dtype.  ``num_batches_tracked`` buffers that a
-    checkpoint from before PyTorch 0.4.1 lacks are not missing (batch norm fills
-    them in, as ``load_state_dict`` does).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model to load into.
-    path : str or os.PathLike
-        The checkpoint file.
-    strict : bool
-        Refuse missing and unexpected keys (shape conflicts are refused either way).
-
-    Returns
-    -------
-    nn.Module
-        ``model``.
-
-    Raises
-    ------
-    FileNotFoundError
-        No file at ``path``.
-    ValueError
-        A file that is not a torch checkpoint of tensors, or that holds no state
-        dict; a state dict that does not fit the model (the message lists the
-        missing keys, the unexpected keys and the shape conflicts, a few of each
-        with their counts).
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(strict, bool):
-        raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
-    path = Path(path)
-    state = _strip_data_parallel(_read_state_dict(path))
-    _check_fits(model, state, strict, path)
-    model.load_state_dict(state, strict=strict)
-    return model

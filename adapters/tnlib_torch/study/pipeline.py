@@ -55,7 +55,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tnlib_torch.models import load_checkpoint
 from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.study.inputs import StudyInputs
 from tnlib_torch.study.measure import ALL
@@ -63,6 +62,7 @@ from tnlib_torch.study.report import write_report
 from tnlib_torch.study.runner import Task, TaskOutput, cached_inputs, check_placement, open_runner
 from tnlib_torch.study.store import MANIFEST, RESULTS, ResultStore, atomic_write_bytes, atomic_write_text
 from tnlib_torch.train import fine_tune
+from tnlib_torch.weights import load_checkpoint
 
 __all__ = ["BASELINE", "DECOMPOSITION_BUDGET", "SWEEP_CSV", "SWEEP_COLUMNS", "TRAINING", "StudyResult",
            "plan_tasks", "run_study"]
