@@ -19,7 +19,7 @@ from tnlib_torch.study import pipeline, runner  # noqa: E402
 from tnlib_torch.study.config import StudyConfig  # noqa: E402
 from tnlib_torch.study.inputs import resolve_inputs  # noqa: E402
 from tnlib_torch.study.pipeline import SWEEP_COLUMNS, plan_tasks, run_study  # noqa: E402
-from tnlib_torch.study.store import read_records  # noqa: E402
+from tnlib_torch.study.store import ResultStore, read_records  # noqa: E402
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4")
 CONFIG = StudyConfig(
@@ -193,6 +193,24 @@ def test_dask_workers_give_the_serial_records(serial, tmp_path, no_report):
     result = run_study(CONFIG, tmp_path, workers=2, progress=False)
     assert (result.tasks_run, result.tasks_skipped) == (TASKS, 0)
     assert result.records == serial.records
+
+
+def test_an_interrupted_dask_run_resumes_to_the_serial_records(serial, tmp_path, monkeypatch, no_report):
+    pytest.importorskip("distributed")
+    append = ResultStore.append
+
+    def interrupted(store, record):
+        if len(store.done_keys()) == 12:
+            raise KeyboardInterrupt  # Ctrl-C while the workers still hold tasks
+        append(store, record)
+
+    monkeypatch.setattr(ResultStore, "append", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(CONFIG, tmp_path, workers=2, progress=False)
+    assert len(read_records(tmp_path)) == 12
+    monkeypatch.setattr(ResultStore, "append", append)
+    resumed = run_study(CONFIG, tmp_path, workers=2, progress=False)
+    assert resumed.tasks_run < TASKS and resumed.records == serial.records
 
 
 def test_unreachable_scheduler_fails_fast_and_loses_nothing(serial, tmp_path, monkeypatch):

@@ -223,6 +223,9 @@ def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         with client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    # no dashboard, and the scheduler's HTTP endpoints on a free port rather than 8787, which another
+    # study (or any Dask cluster) may hold
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           scheduler_kwargs={"dashboard_address": ":0"})
+    with cluster, Client(cluster) as client:
         yield client
