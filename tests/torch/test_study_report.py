@@ -317,6 +317,10 @@ def test_report_states_the_numbers(written, config: StudyConfig):
     assert (f"Across 2 cuts, layer `conv1` loses up to {conv1} of its norm at <= 1 point of accuracy, on cut `o|ihw` "
             f"(level 0.3: relative error {rel_error(0.3, 'conv1'):.3f}, top-1 89.00%).") in text
     assert f"layer `conv2` loses up to {conv2} of its norm at <= 1 point of accuracy, on cut `oi|hw`" in text
+    median = f"{100 * (norm_loss(0.3, 'conv1') + norm_loss(0.5, 'conv2')) / 2:.1f}%"
+    assert (f"- Truncated one at a time across its best cut, each of the 2 layers keeps top-1 within 1 point while "
+            f"losing a median {median} of its norm ({conv1} to {conv2}); the best cut is `o|ihw` for 1 layer, "
+            "`oi|hw` for 1 layer.") in text
     # the layer x cut table: conv2 keeps nothing across o|ihw
     assert f"| `conv1` | {conv1} ({rel_error(0.3, 'conv1'):.3f}) | " in text
     assert f"| `conv2` | - | {conv2} ({rel_error(0.5, 'conv2'):.3f}) |" in text
@@ -329,6 +333,18 @@ def test_report_states_the_numbers(written, config: StudyConfig):
     assert "| `cp` | 0.5 | 290 / 592 | 0.490 | 60.00% | 85.00% | +25.00 points |" in text
     assert "`tucker2` 87.00% (50.0% of the parameters), `cp` 85.00% (49.0% of the parameters)" in text
     assert f"fingerprint `{config.fingerprint()}`" in text and "Top-1 90.00%, top-5 99.00%" in text
+
+
+def test_the_overview_counts_the_layers_that_keep_the_accuracy(config: StudyConfig):
+    def without(*pairs):
+        return [r for r in RECORDS if not (r["key"][0] == "sweep" and tuple(r["key"][1:3]) in pairs)]
+
+    conv1 = f"{100 * norm_loss(0.3, 'conv1'):.1f}%"
+    text = report_text(without(("conv2", "oi|hw")), config)
+    assert (f"1 of the 2 layers keep top-1 within 1 point while losing a median {conv1} of its norm ({conv1} to "
+            f"{conv1}); the best cut is `o|ihw` for 1 layer.") in text
+    text = report_text(without(("conv2", "oi|hw"), ("conv1", "oi|hw")), config, tolerance=0.0)
+    assert "Truncated one at a time, none of the 2 layers keeps top-1 within 0 points across any cut." in text
 
 
 def test_sections_without_data_are_left_out(tmp_path: Path, config: StudyConfig):

@@ -8,7 +8,9 @@ findings of :mod:`tnlib_torch.study.findings` stated in numbers, with tables and
 
 from __future__ import annotations
 
+import collections
 import os
+import statistics
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
@@ -139,9 +141,30 @@ def _baseline_section(findings: Findings) -> list[str]:
             + ", ".join(f"`{layer}`" for layer in layers) + "."]
 
 
+def _overview_sentence(findings: Findings) -> str | None:
+    """The one-layer results in one sentence: the median and range of each layer's best cut, and those cuts."""
+    best = [_best(by_cut) for by_cut in findings.one_layer.values()]
+    if len(best) < 2:
+        return None
+    kept = [pick for pick in best if pick is not None]
+    within = _within(findings)
+    if not kept:
+        return f"Truncated one at a time, none of the {len(best)} layers keeps top-1 within {within} across any cut."
+    losses = sorted(tolerated.norm_loss for _, tolerated in kept)
+    counts = collections.Counter(cut for cut, _ in kept).most_common()
+    subject = (f"each of the {len(best)} layers keeps" if len(kept) == len(best)
+               else f"{len(kept)} of the {len(best)} layers keep")
+    return (f"Truncated one at a time across its best cut, {subject} top-1 within {within} while losing a median "
+            f"{_percent(statistics.median(losses), 1)} of its norm ({_percent(losses[0], 1)} to "
+            f"{_percent(losses[-1], 1)}); the best cut is " + ", ".join(
+                f"`{cut}` for {_plural(count, 'layer')}" for cut, count in counts) + ".")
+
+
 def _findings_section(findings: Findings) -> list[str]:
-    sentences = [_tolerance_sentence(f"layer `{layer}`", by_cut, findings.tolerance)
-                 for layer, by_cut in findings.one_layer.items()]
+    overview = _overview_sentence(findings)
+    sentences = [overview] if overview else []
+    sentences += [_tolerance_sentence(f"layer `{layer}`", by_cut, findings.tolerance)
+                  for layer, by_cut in findings.one_layer.items()]
     if findings.all_layers:
         sentences.append(_tolerance_sentence("each layer, with all truncated at once,", findings.all_layers,
                                              findings.tolerance))
