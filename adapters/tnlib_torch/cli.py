@@ -45,11 +45,15 @@ FIELD_HELP = {
 
 
 class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends each option's default to its help, unless the help already states it in words."""
+    """Appends each option's default to its help, a sequence as its items (``0.1 0.2``), unless the help
+    already states it in words."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.help and "(default:" in action.help:
             return action.help
+        if isinstance(action.default, tuple):
+            items = " ".join(map(str, action.default)).replace("%", "%%")
+            return f"{action.help} (default: {items})"
         return super()._get_help_string(action)
 
 
@@ -72,11 +76,8 @@ def _study_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=_DefaultsHelpFormatter)
     for field in dataclasses.fields(StudyConfig):
         kind, several = _option_type(field.name)
-        text = FIELD_HELP[field.name]
-        if several and "(default:" not in text:
-            text += f" (default: {' '.join(map(str, field.default))})"
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=kind,
-                            nargs="+" if several else None, default=field.default, help=text)
+                            nargs="+" if several else None, default=field.default, help=FIELD_HELP[field.name])
     parser.add_argument("--output", default="tnlib-study", help="the output folder (results, figures, report)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, help="run the measurements on a local Dask cluster of N processes "
