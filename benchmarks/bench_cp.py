@@ -80,13 +80,22 @@ Sections:
    budget counts, so a timing spike never gives a method more time than that.
    The rows show the times (the "speed-up" is then at most 1.1, unless a single
    iteration takes longer than the budget) and the errors reached; a method
-   that stops on its own (ours with ``tol=0`` stops only when the error does not
-   change at all) keeps its final error.
+   that stops on its own (ours with ``tol=0`` stops only at an exact fit or an
+   exactly zero LM gradient) keeps its final error.
+4. **Swamps: LM against ALS at equal time** on exactly rank-3 ``30x30x9``
+   tensors (:func:`swamp_tensor`) whose first two components have factor
+   columns at cosine 0.9, 0.95 and 0.99 in every mode, from the SVD start and
+   from a random start (ours ``init="random", seed=0``; tensorly
+   ``init="random", random_state=0``, a different draw).  Ours LM runs a fixed
+   number of steps (300; quick 100) and its time is the budget; ours ALS (line
+   search on) and tensorly (``linesearch=True``) get the same budget as in
+   section 3.
 
 Targets (reported, never asserted): ours at least 20x faster per ALS iteration
 than tensorly with an error no worse (relative slack ``1e-6``); our peak memory
 at most 8x the kernel; LM's error below ALS's at equal time in every
-(layer, rank) case (the check counts the cases and names those where it is not).
+(layer, rank) case and every swamp case (the checks count the cases and name
+those where it is not).
 """
 
 from __future__ import annotations
@@ -114,6 +123,8 @@ MEMORY_ITERS = 2
 RESNET_WIDTHS = (16, 32, 64)
 RESNET_RANKS, QUICK_RESNET_RANKS = (16, 32, 64), (16, 32)
 LM_STEPS, QUICK_LM_STEPS = 50, 10
+SWAMP_SHAPE, SWAMP_RANK, SWAMP_COSINES, SWAMP_INITS = (30, 30, 9), 3, (0.9, 0.95, 0.99), ("svd", "random")
+SWAMP_STEPS, QUICK_SWAMP_STEPS = 300, 100
 SPEEDUP_TARGET, ERROR_SLACK, MEMORY_TARGET = 20.0, 1e-6, 8.0
 #: Tolerated mismatch of an equal-time run's time with the budget, and secant corrections to reach it.
 BUDGET_SLACK, BUDGET_STEPS = 0.10, 3
@@ -126,6 +137,24 @@ PEER = "tensorly parafac"
 def random_kernel(shape: Sequence[int], seed: int = 0) -> np.ndarray:
     """A standard-normal float64 kernel."""
     return np.random.default_rng(seed).standard_normal(tuple(shape))
+
+
+def swamp_tensor(cosine: float, shape: Sequence[int] = SWAMP_SHAPE, rank: int = SWAMP_RANK,
+                 seed: int = 0) -> np.ndarray:
+    """An exactly rank-``rank`` tensor whose first two components are at ``cosine`` in every mode (a CP swamp).
+
+    In each mode ``n``, ``q_1 .. q_R`` are the orthonormal columns of the QR
+    factor of a standard-normal ``(d_n, R)`` matrix (``default_rng(seed)``);
+    the factor columns are ``a_1 = q_1``, ``a_2 = cosine q_1 + sqrt(1 -
+    cosine^2) q_2`` and ``a_r = q_r`` beyond, all weights 1.
+    """
+    rng = np.random.default_rng(seed)
+    factors = []
+    for size in shape:
+        q, _ = np.linalg.qr(rng.standard_normal((size, rank)))
+        q[:, 1] = cosine * q[:, 0] + math.sqrt(1 - cosine**2) * q[:, 1]
+        factors.append(q)
+    return dense(np.ones(rank), factors)
 
 
 def dense(weights: Any, factors: Sequence[Any]) -> np.ndarray:
@@ -146,18 +175,19 @@ def rel_error(k: np.ndarray, weights: Any, factors: Sequence[Any]) -> float:
 # ------------------------------------------------------------------- methods
 
 
-def _ours(k: np.ndarray, rank: int, method: str, n: int, line_search: bool = True) -> tnlib.CPTensor:
+def _ours(k: np.ndarray, rank: int, method: str, n: int, line_search: bool = True,
+          init: str = "svd") -> tnlib.CPTensor:
     options = {"line_search": line_search} if method == "als" else {}
-    return tnlib.cp(k, rank, method=method, init="svd", max_iter=n, tol=0.0, seed=0, **options)
+    return tnlib.cp(k, rank, method=method, init=init, max_iter=n, tol=0.0, seed=0, **options)
 
 
-def _peer(k: np.ndarray, rank: int, n: int, linesearch: bool, caught: set[str]) -> Any:
+def _peer(k: np.ndarray, rank: int, n: int, linesearch: bool, caught: set[str], init: str = "svd") -> Any:
     """tensorly's parafac (its warnings caught into ``caught``); ``return_errors`` only where line search needs it."""
     from tensorly.decomposition import parafac
 
     with warnings.catch_warnings(record=True) as log:
         warnings.simplefilter("always")
-        out = parafac(k, rank, init="svd", n_iter_max=n, tol=0.0, linesearch=linesearch, random_state=0,
+        out = parafac(k, rank, init=init, n_iter_max=n, tol=0.0, linesearch=linesearch, random_state=0,
                       return_errors=linesearch)
     caught.update(str(w.message) for w in log)
     return out[0] if linesearch else out
@@ -401,6 +431,64 @@ def _resnet_layers(kernels: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
     return layers
 
 
+class _Tally:
+    """LM's equal-time rows and how its errors compare with ALS's and tensorly's."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.wins: list[str] = []
+        self.losses: list[str] = []
+        self.peer_wins = 0
+        self.caught: set[str] = set()
+
+    def race(self, case: str, k: np.ndarray, rank: int, steps: int, repeat: int, init: str = "svd") -> None:
+        """Our LM for ``steps`` steps, then our ALS and tensorly (when installed) for LM's time, one row each."""
+        lm_time, lm = measure(lambda: _ours(k, rank, "lm", steps, init=init), repeat=repeat)
+        lm_error = rel_error(k, lm.weights, lm.factors)
+
+        def als(n: int) -> tuple[Any, int]:
+            model = _ours(k, rank, "als", n, line_search=True, init=init)
+            return model, len(model.history)
+
+        def peer(n: int) -> tuple[Any, int]:
+            return _peer(k, rank, n, True, self.caught, init=init), n  # tol=0: tensorly runs n_iter_max sweeps
+
+        peers = [("tnlib ALS (line search)", als)]
+        if importlib.util.find_spec("tensorly") is not None:
+            peers.append((f"{PEER} (linesearch)", peer))
+        for name, run in peers:
+            timing, model, done = _equal_time(run, lm_time.best_ms, len(lm.history), repeat)
+            error = rel_error(k, model.weights, model.factors)
+            self.rows.append(Row(case, lm_time, name, timing, lm_error, error,
+                                 {"iterations (LM/peer)": f"{len(lm.history)}/{done}"}))
+            if name.startswith("tnlib"):
+                (self.wins if lm_error < error else self.losses).append(f"{case}: {lm_error:.2e} vs {error:.2e}")
+            else:
+                self.peer_wins += lm_error < error
+
+    def section(self, title: str, what: str, notes: list[str]) -> Section:
+        """The rows, the check that LM beats ALS in every case, the count against tensorly, and the notes."""
+        total = len(self.wins) + len(self.losses)
+        detail = f"LM lower in {len(self.wins)} of {total} cases" + (
+            f"; not in {'; '.join(self.losses)}" if self.losses else "")
+        checks = [Check(f"LM's error lower than ALS's at equal time {what} (all {total} cases)", not self.losses,
+                        detail)]
+        if importlib.util.find_spec("tensorly") is not None:
+            notes = [*notes, f"LM's error lower than tensorly's at equal time in {self.peer_wins} of {total} cases"]
+        else:
+            notes = [*notes, "peer left out: tensorly is not installed"]
+        return Section(title, self.rows, checks, notes + _warning_notes(self.caught))
+
+
+def _budget_note(steps: int, repeat: int, init: str) -> str:
+    return (f"budget = our LM's time for {steps} steps (tnlib.cp(k, R, 'lm', init={init}, max_iter={steps}, tol=0, "
+            f"seed=0)), best of {repeat}; ALS (tnlib.cp(..., 'als', tol=0, line_search=True)) and tensorly "
+            f"(parafac(k, R, init={init}, tol=0, linesearch=True, return_errors=True, random_state=0)) run the "
+            f"iteration count whose time fits it, found from their timed 1- and {steps}-iteration runs and up to "
+            f"{BUDGET_STEPS} secant corrections (target: within {BUDGET_SLACK:.0%}; the run with the most iterations "
+            f"at most {BUDGET_SLACK:.0%} over the budget counts); speed-up = their time / LM's, about 1 at equal time")
+
+
 def bench_resnet56(quick: bool) -> Section:
     """LM against ALS (and tensorly) at equal time on one pretrained kernel per stage."""
     ranks, steps = (QUICK_RESNET_RANKS, QUICK_LM_STEPS) if quick else (RESNET_RANKS, LM_STEPS)
@@ -410,59 +498,45 @@ def bench_resnet56(quick: bool) -> Section:
     if not RESNET56.is_file() or importlib.util.find_spec("torch") is None:
         missing = "torch is not installed" if RESNET56.is_file() else f"{RESNET56} not found"
         return Section(title, [], notes=[f"skipped: {missing}"])
-    have_peer = importlib.util.find_spec("tensorly") is not None
-    caught: set[str] = set()
-    rows, wins, losses, peer_wins = [], [], [], 0
+    tally = _Tally()
     for index, k in _resnet_layers(pretrained_kernels(RESNET56)):
         for rank in ranks:
-            case = f"layer {index} ({_label(k.shape)}) R={rank}"
-            lm_time, lm = measure(lambda k=k, r=rank: _ours(k, r, "lm", steps), repeat=repeat)
-            lm_error = rel_error(k, lm.weights, lm.factors)
-            budget = lm_time.best_ms
-
-            def als(n: int, k: np.ndarray = k, r: int = rank) -> tuple[Any, int]:
-                model = _ours(k, r, "als", n, line_search=True)
-                return model, len(model.history)
-
-            peers = [("tnlib ALS (line search)", als)]
-            if have_peer:
-                def peer(n: int, k: np.ndarray = k, r: int = rank) -> tuple[Any, int]:
-                    return _peer(k, r, n, True, caught), n  # tol=0: tensorly always runs n_iter_max sweeps
-
-                peers.append((f"{PEER} (linesearch)", peer))
-            for name, run in peers:
-                timing, model, done = _equal_time(run, budget, len(lm.history), repeat)
-                error = rel_error(k, model.weights, model.factors)
-                rows.append(Row(case, lm_time, name, timing, lm_error, error,
-                                {"iterations (LM/peer)": f"{len(lm.history)}/{done}"}))
-                if name.startswith("tnlib"):
-                    (wins if lm_error < error else losses).append(f"{case}: {lm_error:.4f} vs {error:.4f}")
-                else:
-                    peer_wins += lm_error < error
-    total = len(wins) + len(losses)
-    detail = f"LM lower in {len(wins)} of {total} cases" + (f"; not in {'; '.join(losses)}" if losses else "")
-    checks = [Check(f"LM's error lower than ALS's at equal time for ranks >= 16 (all {total} cases)", not losses,
-                    detail)]
+            tally.race(f"layer {index} ({_label(k.shape)}) R={rank}", k, rank, steps, repeat)
     notes = [
-        f"budget = our LM's time for {steps} steps (tnlib.cp(k, R, 'lm', init='svd', max_iter={steps}, tol=0, "
-        f"seed=0)), best of {repeat}; ALS (tnlib.cp(..., 'als', tol=0, line_search=True)) and tensorly (parafac(k, R, "
-        "init='svd', tol=0, linesearch=True, return_errors=True, random_state=0)) run the iteration count whose time "
-        f"fits it, found from their timed 1- and {steps}-iteration runs and up to {BUDGET_STEPS} secant corrections "
-        f"(target: within {BUDGET_SLACK:.0%}; the run with the most iterations at most {BUDGET_SLACK:.0%} over the "
-        "budget counts); speed-up = their time / LM's, about 1 at equal time",
+        _budget_note(steps, repeat, "'svd'"),
         "layers: the middle 16x16, 32x32 and 64x64 kernel of the checkpoint (one per stage); rel. error = "
         "||K - K~||_F / ||K||_F, K~ rebuilt by one numpy einsum for every method",
     ]
-    if have_peer:
-        notes.append(f"LM's error lower than tensorly's at equal time in {peer_wins} of {total} cases")
-    else:
-        notes.append("peer left out: tensorly is not installed")
-    return Section(title, rows, checks, notes + _warning_notes(caught))
+    return tally.section(title, "for ranks >= 16", notes)
+
+
+# ------------------------------------------------------------ 4. swamps
+
+
+def bench_swamps(quick: bool) -> Section:
+    """LM against ALS (and tensorly) at equal time on rank-3 tensors with two nearly collinear components."""
+    steps, repeat = (QUICK_SWAMP_STEPS, 1) if quick else (SWAMP_STEPS, 3)
+    label = _label(SWAMP_SHAPE)
+    title = (f"CP swamps at equal time: exactly rank-{SWAMP_RANK} {label} tensors, two components at cosine c in "
+             f"every mode; tnlib LM ({steps} steps) against tnlib ALS and {PEER}, both with line search")
+    tally = _Tally()
+    for cosine in SWAMP_COSINES:
+        k = swamp_tensor(cosine)
+        for init in SWAMP_INITS:
+            tally.race(f"c={cosine} {init} init", k, SWAMP_RANK, steps, repeat, init=init)
+    notes = [
+        _budget_note(steps, repeat, "'svd' or 'random'"),
+        f"tensors: swamp_tensor(c) ({label}, rank {SWAMP_RANK}, default_rng(0)): in every mode a_1 = q_1, "
+        "a_2 = c q_1 + sqrt(1 - c^2) q_2, a_3 = q_3 (orthonormal q from a QR), weights 1; random starts: ours "
+        "seed=0, tensorly random_state=0 (different draws); rel. error = ||K - K~||_F / ||K||_F, K~ rebuilt by one "
+        "numpy einsum for every method",
+    ]
+    return tally.section(title, "in the swamps", notes)
 
 
 def run(quick: bool = False) -> list[Section]:
-    """ALS per iteration, memory, then LM against ALS on ResNet-56 (quick: small kernels and ranks, fewer steps)."""
-    return [bench_als(quick), bench_memory(quick), bench_resnet56(quick)]
+    """ALS per iteration, memory, LM against ALS on ResNet-56 and in swamps (quick: smaller sizes, fewer steps)."""
+    return [bench_als(quick), bench_memory(quick), bench_resnet56(quick), bench_swamps(quick)]
 
 
 if __name__ == "__main__":

@@ -31,3 +31,25 @@ def planted_kernel(rng: np.random.Generator, shape, cut_left: str, rank: int, la
     mat = rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))
     permuted = mat.reshape([dims[c] for c in cut_left + right])
     return np.transpose(permuted, np.argsort([labels.index(c) for c in cut_left + right]))
+
+
+def planted_tucker(rng: np.random.Generator, shape, ranks, noise: float = 0.0) -> np.ndarray:
+    """A Tucker tensor of multilinear ranks ``ranks`` (orthonormal factors) plus ``noise`` times a unit-norm tensor."""
+    t = rng.standard_normal(tuple(ranks))
+    for mode, (dim, rank) in enumerate(zip(shape, ranks, strict=True)):
+        t = np.moveaxis(np.tensordot(random_orthonormal(rng, dim, rank), t, axes=([1], [mode])), 0, mode)
+    t /= np.linalg.norm(t)
+    e = rng.standard_normal(tuple(shape))
+    return t + noise * e / np.linalg.norm(e)
+
+
+def safe_rel_error(reference, approx) -> float:
+    """``||reference - approx||_F / ||reference||_F`` of real arrays at any finite scale.
+
+    Both are first multiplied by the power of two that brings ``max|reference|``
+    near 1 (exact), so no square overflows or underflows.
+    """
+    reference, approx = np.asarray(reference), np.asarray(approx)
+    exponent = -np.frexp(np.abs(reference).max())[1]
+    reference, approx = np.ldexp(reference, exponent), np.ldexp(approx, exponent)
+    return float(np.linalg.norm(reference - approx) / np.linalg.norm(reference))

@@ -1,7 +1,7 @@
-"""``python -m tnlib``: the core demo (see :mod:`tnlib.demo`)."""
+"""``python -m tnlib``: the core demo (see :mod:`tnlib.demo`), with the errors of :mod:`tnlib.cli`."""
 
 import sys
 
-from tnlib.demo import main
+from tnlib.cli import SPECTRA, run
 
-sys.exit(main())
+sys.exit(run("python -m tnlib", SPECTRA, sys.argv[1:]))

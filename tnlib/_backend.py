@@ -20,6 +20,7 @@ a registry uses autoray's generic function.  Nothing here ever asks for
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -70,9 +71,88 @@ def to_host(x: Array) -> np.ndarray:
     return ar.to_numpy(x)
 
 
+def _plain_norm(x: Array) -> float:
+    with np.errstate(over="ignore", under="ignore"):  # out-of-range sums are detected and redone
+        return float(to_host(ar.do("linalg.norm", astype(ar.do("reshape", x, (-1,)), WORKING_DTYPES[dtype_name(x)]))))
+
+
+#: Norms in double precision between these bounds lost nothing to overflow or
+#: underflow of their squares (the squares stay within ``2**+-960``).
+_NORM_RANGE = (2.0**-480, 2.0**480)
+
+
 def frobenius_norm(x: Array) -> float:
-    """``||x||_F`` of an array of any order, accumulated in double precision."""
-    return float(to_host(ar.do("linalg.norm", astype(ar.do("reshape", x, (-1,)), WORKING_DTYPES[dtype_name(x)]))))
+    """``||x||_F`` of an array of any order, accumulated in double precision.
+
+    Right at any finite scale: where the sum of squares would overflow or
+    underflow, the norm is taken of ``x`` rescaled by a power of two (exact) and
+    scaled back.  The result is ``inf`` only when the norm itself exceeds the
+    largest double.
+    """
+    norm = _plain_norm(x)
+    if _NORM_RANGE[0] <= norm <= _NORM_RANGE[1]:
+        return norm
+    scaled, exponent = unit_scaled(x, always=True)
+    try:
+        return math.ldexp(_plain_norm(scaled), exponent)
+    except OverflowError:
+        return math.inf
+
+
+# ---------------------------------------------------------------------- scaling
+
+
+def max_abs(x: Array) -> float:
+    """``max |x_i|`` as a host float (0 for an empty array)."""
+    if math.prod(x.shape) == 0:
+        return 0.0
+    return float(to_host(ar.do("max", ar.do("abs", ar.do("reshape", x, (-1,))))))
+
+
+def _safe_bound(x: Array) -> float:
+    """The largest ``max|x|`` (and inverse of the smallest) computed on without rescaling.
+
+    ``2**(max_exponent / 4)`` of the real dtype: ``2**256`` (about ``1e77``) for
+    double and ``2**32`` (about ``4e9``) for single precision, so that squares,
+    Gram matrices and sums of squares of the rescaled data stay far from
+    overflow and their meaningful part far from underflow.
+    """
+    return 2.0 ** (np.finfo(real_dtype_name(x)).maxexp // 4)
+
+
+def times_power_of_two(x: Array, exponent: int) -> Array:
+    """``x * 2**exponent``, exact (barring overflow or underflow of the result).
+
+    The factor is applied in steps that stay representable in ``x``'s dtype, so
+    any exponent between the smallest subnormal and the largest number works.
+    """
+    if exponent == 0:
+        return x
+    step = np.finfo(real_dtype_name(x)).maxexp - 2
+    while exponent:
+        part = max(-step, min(step, exponent))
+        x = x * 2.0**part
+        exponent -= part
+    return x
+
+
+def unit_scaled(x: Array, always: bool = False) -> tuple[Array, int]:
+    """``(x * 2**-e, e)`` with ``max|x * 2**-e|`` in ``[0.5, 1)``: the exactly rescaled array.
+
+    Returns ``(x, 0)``, without a copy, when ``x`` is zero or (unless
+    ``always``) when ``max|x|`` lies between ``1 / bound`` and ``bound`` of
+    :func:`_safe_bound`, so that results in the normal range are bit for bit
+    those of the unscaled computation.  Power-of-two scaling is exact, so ranks
+    and relative errors computed on the rescaled array are those of ``x``;
+    multiply what scales with ``x`` (singular values, a core) by ``2**e``
+    (:func:`times_power_of_two`) to undo it.
+    """
+    top = max_abs(x)
+    bound = _safe_bound(x)
+    if top == 0.0 or (not always and 1.0 / bound <= top <= bound):
+        return x, 0
+    exponent = math.frexp(top)[1]
+    return times_power_of_two(x, -exponent), exponent
 
 
 def conj_transpose(x: Array) -> Array:

@@ -9,7 +9,7 @@ as a NaN, a LAPACK error or a huge allocation.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MappingView, Set
 from typing import Any
 
 import autoray as ar
@@ -20,7 +20,8 @@ from tnlib._backend import WORKING_DTYPES, backend_of, dtype_name
 _ARRAY_BACKENDS = ("numpy", "torch", "cupy")
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for an error message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -32,6 +33,11 @@ def check_array(x: Any, name: str = "tensor", ndim: int | None = None, min_ndim:
     dimensions (exactly ``ndim`` when given), no empty dimension and only finite
     entries.
     """
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must not be a masked array (numpy.ma): its mask would be silently ignored; "
+            f"fill or drop the masked entries first (e.g. {name}.filled(0))"
+        )
     if backend_of(x) not in _ARRAY_BACKENDS:
         if isinstance(x, (str, bytes, dict, set)) or x is None:
             raise TypeError(f"{name} must be an array (numpy, torch or cupy), got {type(x).__name__}")
@@ -53,13 +59,15 @@ def check_array(x: Any, name: str = "tensor", ndim: int | None = None, min_ndim:
     return x
 
 
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """An integer >= ``minimum`` (bools refused)."""
+def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
+    """An integer in ``[minimum, maximum]`` (no upper bound when ``maximum`` is None; bools refused)."""
     kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be {kind}, got {_describe(value)}")
+        raise TypeError(f"{name} must be {kind}, got {describe(value)}")
     if value < minimum:
         raise ValueError(f"{name} must be {kind} (>= {minimum}), got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return int(value)
 
 
@@ -68,15 +76,15 @@ def check_positive_int(value: Any, name: str) -> int:
     return check_int(value, name, 1)
 
 
-def check_nonnegative_int(value: Any, name: str) -> int:
-    """An integer >= 0 (bools refused)."""
-    return check_int(value, name, 0)
+def check_nonnegative_int(value: Any, name: str, maximum: int | None = None) -> int:
+    """An integer in ``[0, maximum]`` (bools refused)."""
+    return check_int(value, name, 0, maximum)
 
 
 def check_fraction(value: Any, name: str) -> float:
     """A real number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number in [0, 1], got {_describe(value)}")
+        raise TypeError(f"{name} must be a real number in [0, 1], got {describe(value)}")
     value = float(value)
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -86,17 +94,34 @@ def check_fraction(value: Any, name: str) -> float:
 def check_nonnegative_real(value: Any, name: str) -> float:
     """A finite real number >= 0 (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number >= 0, got {_describe(value)}")
+        raise TypeError(f"{name} must be a real number >= 0, got {describe(value)}")
     value = float(value)
     if not 0.0 <= value < float("inf"):  # also refuses NaN
         raise ValueError(f"{name} must be a finite real number >= 0, got {value}")
     return value
 
 
+def check_ordered(value: Any, name: str) -> Any:
+    """Refuse an unordered collection (set, frozenset, dict or dict view) where order matters.
+
+    The iteration order of a set of strings changes with ``PYTHONHASHSEED``, so
+    a result built from it in turn would change from run to run.
+    """
+    if isinstance(value, (Set, Mapping, MappingView)):
+        raise TypeError(
+            f"{name} must be an ordered sequence (a list or tuple), got a {type(value).__name__}, "
+            f"whose order changes from run to run"
+        )
+    return value
+
+
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    """One of the strings ``choices`` (anything but a ``str`` is a ``TypeError``)."""
     choices = tuple(choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(map(repr, choices))}; got {describe(value)}")
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {_describe(value)}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {describe(value)}")
     return value
 
 
@@ -107,5 +132,22 @@ def check_seed(seed: Any, name: str = "seed") -> np.random.Generator:
     if seed is None:
         return np.random.default_rng()
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"{name} must be None, a non-negative int or a numpy Generator, got {_describe(seed)}")
+        raise TypeError(f"{name} must be None, a non-negative int or a numpy Generator, got {describe(seed)}")
     return np.random.default_rng(check_nonnegative_int(seed, name))
+
+
+def check_same_backend(arrays: Iterable[Any], name: str, reference: Any = None, reference_name: str = "") -> None:
+    """All ``arrays`` belong to one array library: that of ``reference`` (default: the first array).
+
+    Mixing numpy and torch arrays fails deep inside a contraction with an
+    unrelated message; this check names ``name`` and the libraries instead.
+    """
+    arrays = list(arrays)
+    expected = backend_of(arrays[0] if reference is None else reference)
+    found = sorted({backend_of(a) for a in arrays} - {expected})
+    if found:
+        like = f" like {reference_name}" if reference_name else ""
+        raise TypeError(
+            f"{name} must be on the same backend: expected {expected} arrays{like}, got {', '.join(found)}; "
+            f"convert them first"
+        )

@@ -24,7 +24,7 @@ import autoray as ar
 import numpy as np
 
 from tnlib import _backend as B
-from tnlib._validation import check_array, check_choice, check_positive_int, check_seed
+from tnlib._validation import check_array, check_choice, check_ordered, check_positive_int, check_seed, describe
 from tnlib.svd import SVD_METHODS, truncated_svd_checked
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
@@ -126,6 +126,8 @@ def resolve_labels(labels: str | Sequence[str] | None, ndim: int, name: str = "l
             raise ValueError(f"{name} must be given for a tensor of order {ndim} (> 26)")
         return string.ascii_lowercase[:ndim]
     if not isinstance(labels, str):
+        if not isinstance(check_ordered(labels, name), Iterable):
+            raise TypeError(f"{name} must be a string of one-character labels such as 'oihw', got {describe(labels)}")
         items = list(labels)
         if not all(isinstance(c, str) and len(c) == 1 for c in items):
             raise TypeError(f"{name} must be a string of one-character labels, got {labels!r}")
@@ -144,22 +146,36 @@ def as_cut(cut: CutLike, labels: str) -> Cut:
     return Cut(cut).check(labels)
 
 
+#: The most labels :func:`all_cuts` enumerates: ``2**15 - 1 = 32767`` cuts.  Their
+#: number doubles with every label (26 labels have 33 million), so beyond this the
+#: cuts wanted must be chosen explicitly.
+MAX_CUT_LABELS = 16
+
+
 def all_cuts(labels: str | Sequence[str]) -> list[Cut]:
     """Every bipartition of ``labels``, each once (mirrors are the same cut).
 
     Ordered by the size of the smaller side, then by label position; a side of
     exactly half the labels is the one holding the first label.  ``n`` labels
-    give ``2**(n-1) - 1`` cuts.
+    give ``2**(n-1) - 1`` cuts; more than ``MAX_CUT_LABELS = 16`` labels are
+    refused (``ValueError``), since their cuts are too many to enumerate.
 
     Examples
     --------
     >>> [str(c) for c in all_cuts("oihw")]
     ['o|ihw', 'i|ohw', 'h|oiw', 'w|oih', 'oi|hw', 'oh|iw', 'ow|ih']
     """
+    if not isinstance(labels, (str, Sequence)):
+        raise TypeError(f"labels must be a string of one-character labels such as 'oihw', got {describe(labels)}")
     labels = resolve_labels(labels, len(labels))
     n = len(labels)
     if n < 2:
         raise ValueError(f"labels must have at least two entries to be cut, got {labels!r}")
+    if n > MAX_CUT_LABELS:
+        raise ValueError(
+            f"labels: {n} labels have 2**{n - 1} - 1 cuts, too many to enumerate (at most {MAX_CUT_LABELS} labels, "
+            f"{2 ** (MAX_CUT_LABELS - 1) - 1} cuts); choose the cuts wanted explicitly (e.g. spectra(..., cuts=[...]))"
+        )
     cuts = []
     for size in range(1, n // 2 + 1):
         for positions in combinations(range(n), size):
@@ -213,7 +229,9 @@ def matricize(tensor: Array, cut: CutLike, labels: str | Sequence[str] | None = 
 
 
 def _as_cut_list(cut: CutLike | Sequence[CutLike], labels: str) -> list[Cut]:
-    cuts = [cut] if isinstance(cut, (str, Cut)) else list(cut)
+    if not isinstance(cut, (str, Cut, Iterable)):
+        raise TypeError(f"cut must be a cut like 'oi|hw', a Cut or a list of them, got {describe(cut)}")
+    cuts = [cut] if isinstance(cut, (str, Cut)) else list(check_ordered(cut, "cut"))
     if not cuts:
         raise ValueError("cut must be a cut like 'oi|hw' or a non-empty list of cuts, got an empty list")
     return [as_cut(c, labels) for c in cuts]

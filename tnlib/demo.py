@@ -1,10 +1,11 @@
 """The core demo: the entanglement spectra of a conv kernel across all its cuts.
 
-``python -m tnlib`` prints, for every cut of an embedded trained kernel (or of a
-``.npy`` file you pass), the Schmidt rank, the von Neumann entropy against its
-maximum, the effective rank, and the rank a truncation needs for a few relative
-errors with the norm it loses there.  Beside it, the same for a Gaussian random
-kernel of the same shape and norm, so the structure learned by training shows.
+``python -m tnlib`` (and ``tnlib spectra``, see :mod:`tnlib.cli`) prints, for every cut
+of an embedded trained kernel (or of a ``.npy`` file you pass), the Schmidt rank, the
+von Neumann entropy against its maximum, the effective rank, and the rank a truncation
+needs for a few relative errors with the norm it loses there.  Beside it, the same for a
+Gaussian random kernel of the same shape and norm, so the structure learned by training
+shows.
 """
 
 from __future__ import annotations
@@ -53,23 +54,48 @@ def _write_json(path: str, data: object) -> None:
     atomic_write_text(path, json.dumps(data, indent=1))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tnlib",
-        description="Entanglement spectra of a tensor across all its cuts (default: a trained ResNet-20 kernel).",
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's arguments to ``parser`` (``tnlib spectra`` and ``python -m tnlib``; see :mod:`tnlib.cli`)."""
+    parser.description = "Entanglement spectra of a tensor across all its cuts (default: a trained ResNet-20 kernel)."
     parser.add_argument("kernel", nargs="?", help="a .npy file holding the tensor (default: the embedded kernel)")
     parser.add_argument("--labels", default=None, help="one character per index (default: oihw for 4-D tensors)")
     parser.add_argument("--json", metavar="PATH", help="also write every spectrum to this JSON file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random comparison kernel (default 0)")
-    args = parser.parse_args(argv)
 
+
+def load_kernel(path: str) -> np.ndarray:
+    """The array of the ``.npy`` file ``path``, integers and booleans as float64.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        A file that is not a ``.npy`` file of one numeric array (pickled objects are refused).
+    """
+    try:
+        kernel = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"kernel {path!r}: no such file") from None
+    except (ValueError, EOFError) as error:  # not a .npy file, an object array, a file cut short
+        raise ValueError(f"kernel {path!r} is not a .npy file of a numeric array ({error})") from None
+    if not isinstance(kernel, np.ndarray):  # an .npz archive
+        raise ValueError(f"kernel {path!r} holds several arrays ({type(kernel).__name__}); give one .npy array")
+    return kernel.astype(np.float64) if kernel.dtype.kind in "iub" else kernel
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the spectra of ``args.kernel`` (or of the embedded kernel) and of a random one; write ``args.json``.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, TypeError
+        A missing or unreadable kernel file; labels that do not fit the tensor.
+    """
     if args.kernel is None:
         kernel, name = example_kernel(), "ResNet-20 layer2.2.conv2 (CIFAR-10, trained)"
     else:
-        kernel, name = np.load(args.kernel, allow_pickle=False), args.kernel
-    if kernel.dtype.kind in "iub":
-        kernel = kernel.astype(np.float64)
+        kernel, name = load_kernel(args.kernel), args.kernel
     trained = spectra(kernel, labels=args.labels)
     rng = np.random.default_rng(args.seed)
     noise = rng.standard_normal(kernel.shape).astype(kernel.dtype)

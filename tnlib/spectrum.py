@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from math import prod
 from typing import Any
@@ -27,7 +27,7 @@ import autoray as ar
 import numpy as np
 
 from tnlib import _backend as B
-from tnlib._validation import check_array, check_choice
+from tnlib._validation import check_array, check_choice, check_ordered, describe
 from tnlib.cuts import Cut, CutLike, all_cuts, as_cut, cut_matrix_shape, matricize_checked, resolve_labels
 from tnlib.svd import VALUE_METHODS, exact_method, squared_singular_values
 from tnlib.truncation import TruncationSpec, tail_weights
@@ -77,6 +77,11 @@ class Spectrum:
         cut: CutLike | None = None,
         matrix_shape: tuple[int, int] | None = None,
     ) -> None:
+        if singular_values is None or isinstance(singular_values, (str, bytes, Mapping)):
+            raise TypeError(
+                f"singular_values must be a sequence or array of numbers, got {type(singular_values).__name__} "
+                f"{singular_values!r:.40}"
+            )
         if B.backend_of(singular_values) in ("torch", "cupy"):
             singular_values = B.to_host(singular_values)
         values = np.array(singular_values, dtype=np.float64).reshape(-1)
@@ -101,19 +106,34 @@ class Spectrum:
 
     @property
     def norm(self) -> float:
-        """Frobenius norm of the tensor, ``sqrt(sum_k s_k**2)``."""
-        return float(np.sqrt(self._tails[0]))
+        """Frobenius norm of the tensor, ``sqrt(sum_k s_k**2)`` (``inf`` only beyond the largest double)."""
+        with np.errstate(over="ignore"):
+            return float(np.ldexp(np.sqrt(self._tails[0]), self._exponent))
+
+    @property
+    def _exponent(self) -> int:
+        """``e`` with ``s_max / 2**e`` in ``[0.5, 1)``: the unit of :attr:`_unit_squares` (0 when all are 0)."""
+        return math.frexp(self._values[0])[1] if len(self._values) else 0
+
+    @property
+    def _unit_squares(self) -> np.ndarray:
+        """``(s_k / 2**e)**2``: the squares in units of about ``s_max``, which neither
+        overflow nor underflow whatever the scale of the values.  The weights, tails
+        and ranks below are ratios, so they are computed on these; dividing by a
+        power of two is exact, so in the normal range they are bit for bit those of
+        the plain squares."""
+        return np.ldexp(self._values, -self._exponent) ** 2
 
     @property
     def _tails(self) -> np.ndarray:
-        """``tail[r] = sum_{k>=r} s_k**2``, for ``r = 0..n``."""
-        return tail_weights(self._values**2)
+        """``tail[r] = sum_{k>=r} s_k**2 / 2**(2 e)``, for ``r = 0..n``."""
+        return tail_weights(self._unit_squares)
 
     @property
     def weights(self) -> np.ndarray:
         """Schmidt weights ``p_k = s_k**2 / sum_j s_j**2`` (all zero for a zero tensor)."""
         total = self._tails[0]
-        return self._values**2 / total if total > 0 else np.zeros_like(self._values)
+        return self._unit_squares / total if total > 0 else np.zeros_like(self._values)
 
     @property
     def rank(self) -> int:
@@ -186,7 +206,7 @@ class Spectrum:
 
     def rank_for(self, rel_error: float) -> int:
         """The smallest rank ``r`` whose :meth:`rel_error` is at most ``rel_error``."""
-        return TruncationSpec.from_kwargs(rel_error=rel_error).kept_rank(self._values**2)
+        return TruncationSpec.from_kwargs(rel_error=rel_error).kept_rank(self._unit_squares)
 
     # -- export ----------------------------------------------------------------
 
@@ -204,7 +224,12 @@ class Spectrum:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Spectrum:
         """Inverse of :meth:`to_dict` (derived fields are recomputed)."""
-        return cls(list(data["singular_values"]), data.get("cut"), data.get("matrix_shape"))
+        if not isinstance(data, Mapping) or "singular_values" not in data:
+            raise ValueError(
+                f"data must be a dict with at least the key 'singular_values' (as written by Spectrum.to_dict), "
+                f"got {describe(data)}"
+            )
+        return cls(data["singular_values"], data.get("cut"), data.get("matrix_shape"))
 
     def __repr__(self) -> str:
         where = f" across {self.cut}" if self.cut else ""
@@ -263,25 +288,31 @@ def spectra(
     With the Gram solver, the Gram matrix of a side is obtained by partial trace
     from an already computed Gram matrix of a larger side containing it.
 
+    A tensor whose largest entry lies outside the safe range of its dtype is
+    rescaled by an exact power of two first and the values scaled back, so the
+    spectra are right at any finite scale.
+
     Returns
     -------
     dict
-        ``{str(cut): Spectrum}`` in the order of ``cuts`` (default
-        :func:`tnlib.all_cuts` of the labels).
+        ``{str(cut): Spectrum}`` in the order of ``cuts`` (an ordered sequence;
+        default :func:`tnlib.all_cuts` of the labels, which enumerates at most
+        ``MAX_CUT_LABELS`` labels).
     """
     x = check_array(tensor, "tensor", min_ndim=2)
     labels = resolve_labels(labels, x.ndim)
     check_choice(method, "method", ("auto", *VALUE_METHODS))
-    chosen = all_cuts(labels) if cuts is None else [as_cut(c, labels) for c in cuts]
+    chosen = all_cuts(labels) if cuts is None else [as_cut(c, labels) for c in check_ordered(cuts, "cuts")]
     if method == "auto":
         method = exact_method(x)
+    x, exponent = B.unit_scaled(x)  # exact; the values are scaled back below
     dims = dict(zip(labels, x.shape))
 
     sides = _choose_sides(chosen, labels, dims)
     solver = _GramSpectra(x, labels) if method == "gram" else _DirectSpectra(x, labels)
     order = sorted(set(sides.values()), key=lambda side: (-solver.size(side), side))  # largest first, reproducibly
     values = {side: solver.squared_values(side) for side in order}
-    hosted = dict(zip(values, (np.sqrt(v) for v in _to_host_all(list(values.values())))))
+    hosted = dict(zip(values, (np.ldexp(np.sqrt(v), exponent) for v in _to_host_all(list(values.values())))))
     return {str(c): Spectrum(hosted[sides[c]], c, cut_matrix_shape(x.shape, c, labels)) for c in chosen}
 
 

@@ -70,6 +70,13 @@ _SINGLE_PRECISION = ("float32", "complex64")
 #: Default extra sketch columns and power iterations of ``"randomized"``.
 OVERSAMPLE, POWER_ITERS = 15, 4
 
+#: The largest ``oversample`` and ``power_iters`` accepted.  A few power
+#: iterations already resolve all but the flattest spectra (the error of the
+#: sketch shrinks like ``(s_{k+1} / s_k)**(2 q + 1)``), so a bound of a few
+#: dozen costs nothing useful and turns a typo such as ``10**9`` into an error
+#: instead of a hang.
+MAX_OVERSAMPLE, MAX_POWER_ITERS = 1000, 32
+
 
 def _flip(x: Array) -> Array:
     """Reverse the last axis (eigensolvers return ascending order)."""
@@ -266,7 +273,8 @@ def truncated_svd(
     seed
         Seed or ``numpy.random.Generator`` for ``"randomized"``.
     oversample, power_iters
-        Extra sketch columns and power iterations of ``"randomized"``.
+        Extra sketch columns (at most ``MAX_OVERSAMPLE = 1000``) and power
+        iterations (at most ``MAX_POWER_ITERS = 32``) of ``"randomized"``.
 
     Returns
     -------
@@ -286,6 +294,11 @@ def truncated_svd(
     ``"randomized"`` the reported error is exact but the kept subspace is only
     near-optimal.
 
+    Right at any finite scale: a matrix whose largest entry lies outside
+    ``2**+-256`` (``2**+-32`` in single precision) is multiplied by an exact
+    power of two first and ``S`` scaled back, so no square overflows or
+    underflows and ranks and errors are those of the unscaled math.
+
     Examples
     --------
     >>> import numpy as np, tnlib
@@ -297,8 +310,8 @@ def truncated_svd(
     a = check_array(m, "m", ndim=2)
     spec = TruncationSpec.from_kwargs(max_rank, rel_error, cutoff)
     check_choice(method, "method", ("auto", *SVD_METHODS))
-    oversample = check_nonnegative_int(oversample, "oversample")
-    power_iters = check_nonnegative_int(power_iters, "power_iters")
+    oversample = check_nonnegative_int(oversample, "oversample", MAX_OVERSAMPLE)
+    power_iters = check_nonnegative_int(power_iters, "power_iters", MAX_POWER_ITERS)
     return truncated_svd_checked(a, spec, method, check_seed(seed), oversample, power_iters)
 
 
@@ -310,22 +323,42 @@ def truncated_svd_checked(
     oversample: int = OVERSAMPLE,
     power_iters: int = POWER_ITERS,
 ) -> tuple[Array, Array, Array, TruncationInfo]:
-    """:func:`truncated_svd` on arguments that were already validated."""
+    """:func:`truncated_svd` on arguments that were already validated.
+
+    A matrix whose largest entry lies outside the safe range of its dtype is
+    first rescaled by an exact power of two (:func:`tnlib._backend.unit_scaled`)
+    and ``S`` scaled back, so that no square or Gram matrix overflows or
+    underflows: ranks, factors and the report are those of the unscaled math.
+    """
     if method == "auto":
         method = _auto_method(a, spec, oversample, power_iters)
     rng = np.random.default_rng() if rng is None else rng
-    u, s, vh, info = SVD_METHODS[method](a, spec, rng, oversample, power_iters)
+    scaled, exponent = B.unit_scaled(a)
+    u, s, vh, info = SVD_METHODS[method](scaled, spec, rng, oversample, power_iters)
     u, vh = _fix_signs(u, vh)
-    return u, s, vh, info
+    return u, B.times_power_of_two(s, exponent), vh, info
 
 
 def squared_singular_values(a: Array, method: str = "auto") -> Array:
     """``s_k**2`` of a validated matrix, descending, in working precision (float64
     for real input), on the array's backend.  ``method``: ``"auto"``, ``"full"``
-    or ``"gram"``."""
+    or ``"gram"``.  The squares over- or underflow unless ``max|a|`` lies in the
+    safe range (:func:`tnlib._backend.unit_scaled`): rescale first, or call
+    :func:`singular_values_checked`."""
     if method == "auto":
         method = exact_method(a)
     return VALUE_METHODS[method](a)
+
+
+def singular_values_checked(a: Array, method: str = "auto") -> Array:
+    """:func:`singular_values` of a validated matrix, right at any finite scale.
+
+    The values are computed on ``a`` rescaled by an exact power of two when
+    ``max|a|`` lies outside the safe range of its dtype, then scaled back.
+    """
+    scaled, exponent = B.unit_scaled(a)
+    values = ar.do("sqrt", squared_singular_values(scaled, method))
+    return B.astype(B.times_power_of_two(values, exponent), B.real_dtype_name(a))
 
 
 def singular_values(m: Array, method: str = "auto") -> Array:
@@ -345,5 +378,4 @@ def singular_values(m: Array, method: str = "auto") -> Array:
     """
     a = check_array(m, "m", ndim=2)
     check_choice(method, "method", ("auto", *VALUE_METHODS))
-    sq = squared_singular_values(a, method)
-    return B.astype(ar.do("sqrt", sq), B.real_dtype_name(a))
+    return singular_values_checked(a, method)

@@ -8,9 +8,10 @@ across layers (:mod:`tnlib_torch.policy`), model-wide compression
 (:func:`compress`, docs/torch_compress.md), and what a study needs around the
 math: the networks (:mod:`tnlib_torch.models`, docs/torch_models.md), data sets
 read safely (:mod:`tnlib_torch.data`, docs/torch_data.md), evaluation and
-(re)training (:mod:`tnlib_torch.train`, docs/torch_train.md).  The
-compressibility study arrives in a later release.  It imports :mod:`tnlib`; the
-core never imports it.
+(re)training (:mod:`tnlib_torch.train`, docs/torch_train.md), and the
+compressibility study with its command line (:mod:`tnlib_torch.study`,
+``tnlib study``, docs/study.md).  It imports :mod:`tnlib`; the core never
+imports it.
 """
 
 import tnlib
@@ -40,7 +41,7 @@ from tnlib_torch.models import (
     vanilla_cnn,
 )
 from tnlib_torch.surgery import SUPPORTED_MODULES, LayerReport, select_convs, truncate_conv_, truncate_model_
-from tnlib_torch.train import EpochRecord, History, evaluate, fine_tune
+from tnlib_torch.train import EpochRecord, History, TrainingDiverged, evaluate, fine_tune
 
 __version__ = tnlib.__version__
 
@@ -88,6 +89,7 @@ __all__ = [
     # evaluation and training
     "EpochRecord",
     "History",
+    "TrainingDiverged",
     "evaluate",
     "fine_tune",
     # surgery

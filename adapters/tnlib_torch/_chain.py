@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,6 +18,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from tnlib_torch._geometry import ConvGeometry, fold
+from tnlib_torch._reports import as_stored
+
+#: Two fits whose relative errors differ by no more than this err alike: float64 round-off of a fit is
+#: about ``1e-15`` of the kernel's norm, so a difference below ``1e-12`` says nothing about which is better.
+ERROR_TIE = 1e-12
 
 #: A group's fit: its ranks, the weights of its sub-layers (first to last) and the decomposition's report.
 Fit = tuple[tuple[int, ...], list[Tensor], Any]
@@ -143,7 +149,11 @@ class FactorizedConv2d(FactorizedModule):
         at the largest rank of each bond or mode (:func:`at_common_ranks`).
         The factors are stacked along the channels, giving the block-diagonal
         sub-convs.  ``config(ranks)`` gives the constructor's rank arguments and
-        ``summarize(infos, ranks, kernel, folded)`` the layer's ``info``.
+        ``summarize(infos, ranks, kernel, stored)`` the layer's ``info``, with
+        ``stored`` the kernel of the stored factors (:meth:`stored_kernel`).
+        Factors stored in a dtype narrower than float64 (float32, float16,
+        bfloat16) are rounded: the ``info`` of such a layer reports the errors
+        of the stored kernel against the original one (:func:`as_stored`).
         """
         geometry = ConvGeometry.of(conv)
         weight = conv.weight.detach()
@@ -158,22 +168,34 @@ class FactorizedConv2d(FactorizedModule):
         layer = cls(**geometry.kwargs(), **config(ranks), bias=conv.bias is not None, device=weight.device,
                     dtype=weight.dtype)
         layer.load_factors(factors, conv.bias)
-        folded = fold([(f.reshape(s.weight.shape), s.groups) for f, s in zip(factors, layer.layers)], geometry.groups)
-        layer.info = summarize([info for _, _, info in fits], ranks, kernel, folded)
+        stored = layer.stored_kernel()
+        info = summarize([info for _, _, info in fits], ranks, kernel, stored)
+        layer.info = info if weight.dtype == kernel.dtype else as_stored(info, kernel, stored)
         return layer
+
+    def stored_kernel(self) -> Tensor:
+        """The dense kernel the stored factors compute, folded in float64 (detached).
+
+        The factors are fitted in float64 and stored in the layer's dtype; this
+        is the kernel of what is stored, rounding of the cast included.
+        """
+        return fold([(stage.weight.detach().double(), stage.groups) for stage in self.layers], self.geometry.groups)
 
 
 def at_common_ranks(first: Fit, second: Fit) -> Fit:
-    """A group's fit at the common ranks: ``second`` (decomposed at them), unless it errs more than ``first``.
+    """A group's fit at the common ranks: ``second`` (decomposed at them), unless it errs clearly more than ``first``.
 
     A larger truncation rank never errs more for an SVD or a Tucker-2
     decomposition, but TT-SVD's error is not monotone in the bond dimensions
     (the later bonds truncate a different matrix).  A group whose error would
-    grow keeps its own fit, every sub-layer weight padded with zero channels to
-    the common widths: the same kernel, so its error target still holds.
+    grow by more than :data:`ERROR_TIE` keeps its own fit, every sub-layer
+    weight padded with zero channels to the common widths: the same kernel, so
+    its error target still holds; its report then carries the common ranks (the
+    widths built) and its own errors.  Errors within :data:`ERROR_TIE` (round-off)
+    count as equal and keep ``second``, so the choice does not hang on round-off.
     """
-    if second[2].rel_error <= first[2].rel_error:
+    if second[2].rel_error <= first[2].rel_error + ERROR_TIE:
         return second
     padded = [F.pad(w, (0, 0, 0, 0, 0, t.shape[1] - w.shape[1], 0, t.shape[0] - w.shape[0]))
               for w, t in zip(first[1], second[1])]
-    return second[0], padded, first[2]
+    return second[0], padded, replace(first[2], ranks=second[0])

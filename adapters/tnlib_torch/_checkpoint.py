@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from tnlib._files import atomic_write_bytes
+from tnlib_torch.weights import load_weights_only
 
 __all__ = ["FORMAT", "fingerprint", "resume", "save"]
 
@@ -52,23 +53,48 @@ def resume(path: Path, fingerprint: dict[str, Any], model: nn.Module, optimizer:
     Raises
     ------
     ValueError
-        If the file is not a checkpoint of ``fine_tune``, or was written by a run with another
-        fingerprint; the message names what differs.
+        If the file is not a checkpoint of ``fine_tune`` (empty, truncated, not a torch file,
+        holding Python objects that ``weights_only`` refuses, or with entries missing or of the
+        wrong kind), or was written by a run with another fingerprint; the message names what
+        differs.  The file is read by ``torch.load(..., weights_only=True)``: no code in it runs.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise ValueError(f"{path} is not a checkpoint written by tnlib_torch.train.fine_tune")
+    _check_entries(checkpoint, path)
     differences = _differences(checkpoint["fingerprint"], fingerprint)
     if differences:
         raise ValueError(
             f"the checkpoint {path} was written by a different run ({'; '.join(differences)}); "
             "pass the arguments of that run to resume it, or another checkpoint path to start afresh"
         )
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    _restore_rng_states(checkpoint["rng"], loader_generator)
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        _restore_rng_states(checkpoint["rng"], loader_generator)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"the checkpoint {path} is damaged: its states do not load ({type(err).__name__}: "
+                         f"{err})") from err
     return checkpoint["history"]
+
+
+#: The entries of a checkpoint and their kinds (besides ``format``).
+_ENTRIES = {"fingerprint": dict, "epoch": int, "model": dict, "optimizer": dict, "scheduler": dict, "history": dict,
+            "rng": dict}
+
+
+def _check_entries(checkpoint: dict[str, Any], path: Path) -> None:
+    """Every entry of :data:`_ENTRIES` present with its kind, and ``history`` a list of ``epoch`` records."""
+    for key, kind in _ENTRIES.items():
+        if not isinstance(checkpoint.get(key), kind):
+            raise ValueError(f"{path} is not a complete checkpoint of tnlib_torch.train.fine_tune: its {key!r} entry "
+                             f"is {type(checkpoint.get(key)).__name__}, not {kind.__name__}")
+    records = checkpoint["history"].get("records")
+    if not (isinstance(records, list) and len(records) == checkpoint["epoch"]
+            and all(isinstance(record, dict) for record in records)):
+        raise ValueError(f"{path} is not a complete checkpoint of tnlib_torch.train.fine_tune: its history does not "
+                         f"hold one record per epoch done ({checkpoint['epoch']})")
 
 
 def _write_atomically(path: Path, checkpoint: dict[str, Any]) -> None:

@@ -50,15 +50,17 @@ class _CifarSource:
     meta_file: str
     url: str
     md5: str
+    train_file_images: int
+    test_file_images: int
 
 
 _SOURCES = {
     "cifar10": _CifarSource("CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
                             ("test_batch",), "batches.meta", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                            "c58f30108f718f92721af3b95e74349a"),
+                            "c58f30108f718f92721af3b95e74349a", 10_000, 10_000),
     "cifar100": _CifarSource("CIFAR-100", "cifar-100-python", ("train",), ("test",), "meta",
                              "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                             "eb9058c3a382ffc7106e288f3e7f9b09"),
+                             "eb9058c3a382ffc7106e288f3e7f9b09", 50_000, 10_000),
 }
 _CIFAR_PIXELS = 3 * 32 * 32
 
@@ -128,7 +130,9 @@ def _read_cifar(source: _CifarSource, root: Any, train: Any, download: Any, norm
                 label_key: str, names_key: str) -> TensorImageDataset:
     """The data set of one CIFAR source, read with one label key (the reader cifar10 and cifar100 share)."""
     root = check_path(root, "root")
-    files = source.train_files if check_bool(train, "train") else source.test_files
+    train = check_bool(train, "train")
+    files, per_file = ((source.train_files, source.train_file_images) if train
+                       else (source.test_files, source.test_file_images))
     download, augment = check_bool(download, "download"), check_bool(augment, "augment")
     stats = resolve_normalize(normalize, 3)
     folder = root / source.folder
@@ -140,7 +144,7 @@ def _read_cifar(source: _CifarSource, root: Any, train: Any, download: Any, norm
     what = f"a {source.name} file"
     meta = _read_dict(folder / source.meta_file, what, (names_key,))
     classes = [_text(name) for name in meta[names_key]]
-    batches = [_read_batch(folder / name, what, label_key, len(classes)) for name in files]
+    batches = [_read_batch(folder / name, what, label_key, len(classes), per_file) for name in files]
     images = np.concatenate([data for data, _ in batches]).reshape(-1, 3, 32, 32)
     targets = np.concatenate([labels for _, labels in batches])
     return TensorImageDataset(torch.from_numpy(images), targets.tolist(), classes, stats, augment)
@@ -164,14 +168,22 @@ def _read_dict(path: Path, what: str, keys: Sequence[str]) -> dict[str, Any]:
     return entries
 
 
-def _read_batch(path: Path, what: str, label_key: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The pixels ``(N, 3072)`` uint8 and labels ``(N,)`` (in ``[0, n_classes)``) of one batch file, checked."""
+def _read_batch(path: Path, what: str, label_key: str, n_classes: int,
+                max_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels ``(N, 3072)`` uint8 and labels ``(N,)`` (in ``[0, n_classes)``) of one batch file, checked.
+
+    ``N`` is at most ``max_images``, what an official file of that kind holds (10,000 for a
+    CIFAR-10 batch and for CIFAR-100's test file, 50,000 for CIFAR-100's train file).
+    """
     batch = _read_dict(path, what, ("data", label_key))
     data, labels = batch["data"], np.asarray(batch[label_key])
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
             and data.shape[1] == _CIFAR_PIXELS):
         raise ValueError(f"{path.name!r}: 'data' must be a uint8 array of shape (N, {_CIFAR_PIXELS}), got "
                          f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}")
+    if len(data) > max_images:
+        raise ValueError(f"{path.name!r}: 'data' holds {len(data)} images, more than the {max_images} that "
+                         f"{what} of this kind holds")
     if labels.shape != (len(data),) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
         raise ValueError(f"{path.name!r}: {label_key!r} must hold one integer label per image ({len(data)}), "
                          f"got {labels.dtype} {labels.shape}")

@@ -11,6 +11,7 @@ re-exported by :mod:`tnlib_torch.data`.
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 import os
@@ -68,7 +69,10 @@ def _check_floats(values: Any, name: str) -> tuple[float, ...]:
         raise TypeError(f"{name} must be a sequence of numbers (one per channel), got {values!r}")
     if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
         raise TypeError(f"{name} must be a sequence of numbers (one per channel), got {values!r}")
-    return tuple(float(v) for v in values)
+    floats = tuple(float(v) for v in values)
+    if not all(math.isfinite(v) for v in floats):
+        raise ValueError(f"{name} must be finite numbers (one per channel), got {values!r}")
+    return floats
 
 
 # -- normalization and augmentation ---------------------------------------------------------------
@@ -107,7 +111,7 @@ def random_crop_flip(image: torch.Tensor, padding: int = 4, generator: torch.Gen
     image : Tensor
         ``(..., H, W)``; one crop offset and one flip for the whole tensor.
     padding : int
-        Zeros added on each side before cropping (4 for CIFAR).
+        Zeros added on each side before cropping (4 for CIFAR), at most ``min(H, W)``.
     generator : torch.Generator, optional
         Where the three draws come from; torch's default generator when None.
 
@@ -115,11 +119,17 @@ def random_crop_flip(image: torch.Tensor, padding: int = 4, generator: torch.Gen
     -------
     Tensor
         Same shape and dtype as ``image``.
+
+    Raises
+    ------
+    ValueError
+        ``padding`` is negative or above ``min(H, W)`` (checked before the padded copy is allocated).
     """
     if not isinstance(image, torch.Tensor) or image.dim() < 2:
         raise TypeError(f"image must be a tensor of shape (..., H, W), got {type(image).__name__}")
-    padding = check_count(padding, "padding", minimum=0)
     height, width = image.shape[-2:]
+    padding = check_count(padding, "padding", 0, min(height, width),
+                          f"allowed for an image of {height} x {width} (the image's smaller side)")
     padded = torch.nn.functional.pad(image, (padding, padding, padding, padding))
     top, left = torch.randint(0, 2 * padding + 1, (2,), generator=generator).tolist()
     crop = padded[..., top:top + height, left:left + width]
@@ -218,13 +228,13 @@ class TensorImageDataset(ImageDataset):
     Parameters
     ----------
     images : Tensor
-        ``(N, C, H, W)``, uint8 (0..255) or floating ([0, 1]).
+        ``(N, C, H, W)``, uint8 (0..255) or floating ([0, 1], finite: NaN and infinities are refused).
     targets : sequence of int
         ``N`` labels in ``[0, len(classes))``.
     classes : sequence of str
         The class names.
     normalize : str, (mean, std) or None
-        A key of :data:`NORMALIZATIONS`, or ``C`` means and ``C`` stds.
+        A key of :data:`NORMALIZATIONS`, or ``C`` finite means and ``C`` finite stds > 0.
     augment : bool
         Augment each item with :func:`random_crop_flip`.
 
@@ -240,6 +250,8 @@ class TensorImageDataset(ImageDataset):
             raise TypeError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
         if images.dtype != torch.uint8 and not images.is_floating_point():
             raise TypeError(f"images must be uint8 (0..255) or floating ([0, 1]), got {images.dtype}")
+        if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+            raise ValueError("images must be finite: the floating images hold NaN or infinite values")
         if len(targets) != len(images):
             raise ValueError(f"targets must give one label per image ({len(images)}), got {len(targets)}")
         super().__init__(targets, classes, images.shape[1], normalize, augment)

@@ -8,6 +8,8 @@ kernel's error and discarded weight follow exactly from the groups' reports.
 from __future__ import annotations
 
 import math
+from dataclasses import fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,3 +53,16 @@ def norm_loss(kernel: Tensor, approx: Tensor) -> float:
     """``1 - ||approx||_F / ||kernel||_F`` in double precision, 0 for a zero kernel."""
     norm = _norm(kernel)
     return 1.0 - _norm(approx) / norm if norm > 0 else 0.0
+
+
+def as_stored(info: Any, kernel: Tensor, stored: Tensor) -> Any:
+    """``info`` (a dataclass report) with the errors of ``stored`` measured against ``kernel``.
+
+    A fit computed in float64 and stored in a narrower dtype is rounded when
+    stored; its exact report then describes a kernel the layer does not hold.
+    ``rel_error`` (and ``norm_loss``, where the report has one) become those of
+    the stored kernel, in double precision; the ranks, steps and discarded
+    weight (the decomposition's own) stay.
+    """
+    measures = {"rel_error": relative_error, "norm_loss": norm_loss}
+    return replace(info, **{f.name: measures[f.name](kernel, stored) for f in fields(info) if f.name in measures})

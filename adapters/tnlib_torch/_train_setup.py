@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tnlib_torch._datasets import check_path
 from tnlib_torch._geometry import check_count
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "checked_config", "checked_path", "make_optimizer", "make_scheduler"]
@@ -60,7 +61,7 @@ def checked_path(checkpoint: str | os.PathLike[str] | None) -> Path | None:
     """The checkpoint's path, if any; its folder must exist (it is checked before any training)."""
     if checkpoint is None:
         return None
-    path = Path(checkpoint)
+    path = check_path(checkpoint, "checkpoint")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"the folder of checkpoint {str(path)!r} does not exist")
     return path

@@ -1,9 +1,11 @@
 """Parameter and multiply-accumulate (MAC) accounting of torch models.
 
-MACs are counted by running one forward pass on a zero input of batch size 1,
-with forward hooks on the ``nn.Conv2d`` and ``nn.Linear`` *leaf* modules (those
-without children), so any model built from these leaves is covered, factorized
-layers included (they are containers of ``nn.Conv2d``/``nn.Linear``):
+MACs are counted by running one forward pass on an input of batch size 1 on
+the meta device (shapes only: nothing is computed and no activation is
+allocated), with forward hooks on the ``nn.Conv2d`` and ``nn.Linear`` *leaf*
+modules (those without children), so any model built from these leaves is
+covered, factorized layers included (they are containers of
+``nn.Conv2d``/``nn.Linear``):
 
 * ``nn.Conv2d``: ``output elements * (in_channels / groups) * kh * kw``, where
   the output elements are ``out_channels * H_out * W_out`` per sample;
@@ -72,28 +74,88 @@ def _mac_rule(module: nn.Module) -> Callable[[nn.Module, torch.Tensor], int] | N
     return next((rule for kind, rule in MAC_RULES.items() if isinstance(module, kind)), None)
 
 
-def run_with_hooks(model: nn.Module, input_size: Sequence[int], modules: Iterable[nn.Module],
-                   hook: Callable[[nn.Module, tuple, torch.Tensor], None]) -> None:
-    """One forward pass of ``model`` on a zero sample of shape ``input_size``, ``hook`` after each of ``modules``.
+#: A forward hook: ``hook(module, inputs, output)``.
+Hook = Callable[[nn.Module, tuple, torch.Tensor], None]
 
-    The pass runs under ``torch.no_grad()`` in eval mode on a zero tensor of
-    shape ``(1, *input_size)`` with the dtype and device of the model's first
-    parameter (float32 on the CPU for a model without any); the training flag
-    of every sub-module is restored afterwards, and the hooks removed.
+
+def run_with_hooks(model: nn.Module, input_size: Sequence[int], modules: Iterable[nn.Module], hook: Hook) -> None:
+    """One forward pass of ``model`` on a sample of shape ``input_size``, ``hook`` after each of ``modules``.
+
+    The pass runs under ``torch.no_grad()`` in eval mode on a batch of shape
+    ``(1, *input_size)`` with the dtype of the model's first parameter
+    (float32 for a model without any); the training flag of every sub-module is
+    restored afterwards, and the hooks removed.  It runs on the meta device
+    (:func:`_meta_pass`): shapes only, no activation is allocated, whatever the
+    input size, and the model's tensors are not touched.  A model that cannot
+    run on the meta device (an op with no meta kernel, a tensor attribute that
+    is neither a parameter nor a buffer) runs instead on a zero input on the
+    device of its first parameter.
+
+    Raises
+    ------
+    ValueError
+        The forward pass fails on an input of that shape (naming ``input_size``).
     """
     sizes = _check_input_size(input_size)
-    handles = [module.register_forward_hook(hook) for module in modules]
+    modules = list(modules)
     modes = {module: module.training for module in model.modules()}
     like = next(itertools.chain(model.parameters(), model.buffers()), torch.zeros(()))
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((1, *sizes), dtype=like.dtype, device=like.device))
+            try:
+                calls: list[tuple] = []
+                _meta_pass(model, sizes, like.dtype, modules, lambda *call: calls.append(call))
+            except (NotImplementedError, RuntimeError) as error:
+                if not _needs_real_tensors(error):
+                    raise _input_size_error(sizes, error) from error
+                _real_pass(model, torch.zeros((1, *sizes), dtype=like.dtype, device=like.device), modules, hook)
+                return
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    for call in calls:
+        hook(*call)
+
+
+def _meta_pass(model: nn.Module, sizes: tuple[int, ...], dtype: torch.dtype, modules: list[nn.Module],
+               hook: Hook) -> None:
+    """A forward pass with every parameter, buffer and the input on the meta device; ``model`` is not touched."""
+    tensors = itertools.chain(model.named_parameters(remove_duplicate=False),
+                              model.named_buffers(remove_duplicate=False))
+    stand_ins: dict[int, torch.Tensor] = {}  # one meta tensor per tensor, so that tied weights stay tied
+    meta = {name: stand_ins.setdefault(id(tensor), tensor.to("meta")) for name, tensor in tensors}
+    x = torch.empty((1, *sizes), dtype=dtype, device="meta")
+    _hooked(lambda: torch.func.functional_call(model, meta, (x,)), modules, hook)
+
+
+def _real_pass(model: nn.Module, x: torch.Tensor, modules: list[nn.Module], hook: Hook) -> None:
+    """A forward pass on ``x``; a failure names ``input_size``."""
+    try:
+        _hooked(lambda: model(x), modules, hook)
+    except (NotImplementedError, RuntimeError) as error:
+        raise _input_size_error(tuple(x.shape[1:]), error) from error
+
+
+def _hooked(forward: Callable[[], object], modules: list[nn.Module], hook: Hook) -> None:
+    """``forward()`` with ``hook`` after each call of ``modules``, the hooks removed afterwards."""
+    handles = [module.register_forward_hook(hook) for module in modules]
+    try:
+        forward()
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
+
+
+def _needs_real_tensors(error: Exception) -> bool:
+    """Whether a meta-device pass failed for want of real tensors (not for the input's shape)."""
+    return isinstance(error, NotImplementedError) or "meta" in str(error).lower()
+
+
+def _input_size_error(sizes: tuple[int, ...], error: Exception) -> ValueError:
+    return ValueError(f"input_size {sizes} does not fit the model: its forward pass on a batch of shape "
+                      f"{(1, *sizes)} failed ({type(error).__name__}: {error}); input_size is the shape of one "
+                      f"input sample without the batch dimension, e.g. (3, 32, 32) for a CIFAR model")
 
 
 def count_params(module: nn.Module) -> int:

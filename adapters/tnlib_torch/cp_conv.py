@@ -116,8 +116,8 @@ class CPConv2d(FactorizedConv2d):
             stages = [a_i.T[:, :, None, None], a_h.T[:, None, :, None], a_w.T[:, None, None, :], a_o[:, :, None, None]]
             return (rank,), stages, model
 
-        def report(models: list[tnlib.CPTensor], ranks: tuple[int, ...], kernel: Tensor, folded: Tensor) -> CPFitInfo:
-            return CPFitInfo(ranks[0], relative_error(kernel, folded), tuple(tuple(m.history) for m in models),
+        def report(models: list[tnlib.CPTensor], ranks: tuple[int, ...], kernel: Tensor, stored: Tensor) -> CPFitInfo:
+            return CPFitInfo(ranks[0], relative_error(kernel, stored), tuple(tuple(m.history) for m in models),
                              all(m.converged for m in models))
 
         return cls._fitted(conv, decompose, lambda ranks: {"rank": ranks[0]}, report)

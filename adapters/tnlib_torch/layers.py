@@ -38,7 +38,7 @@ from torch import Tensor, nn
 import tnlib
 from tnlib_torch._chain import FactorizedConv2d, FactorizedModule, Fit
 from tnlib_torch._geometry import ConvGeometry, check_count
-from tnlib_torch._reports import truncation_report
+from tnlib_torch._reports import as_stored, truncation_report
 from tnlib_torch.cp_conv import CPConv2d, CPFitInfo
 
 __all__ = ["CPConv2d", "CPFitInfo", "FactorizedConv2d", "FactorizedModule", "MPSConv2d", "SVDConv2d", "SVDLinear",
@@ -106,7 +106,7 @@ class Tucker2Conv2d(FactorizedConv2d):
             return t.ranks, [u_i.T[:, :, None, None], t.core, u_o[:, :, None, None]], t.info
 
         return cls._fitted(conv, decompose, lambda ranks: {"ranks": ranks},
-                           lambda infos, ranks, kernel, folded: truncation_report(infos, ranks, kernel))
+                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel))
 
 
 def _per_entry(values: int | Sequence[int], name: str, limits: Sequence[tuple[int, str]]) -> list[int]:
@@ -221,7 +221,7 @@ class MPSConv2d(FactorizedConv2d):
             return m.bond_dims, [_core_stage(core, label) for core, label in zip(cores, chain)], m.info
 
         return cls._fitted(conv, decompose, lambda bonds: {"bond_dims": bonds, "order": order},
-                           lambda infos, ranks, kernel, folded: truncation_report(infos, ranks, kernel))
+                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel))
 
 
 def _svd_sides(cut: Any) -> tuple[str, str, str]:
@@ -323,7 +323,7 @@ class SVDConv2d(FactorizedConv2d):
             return (r,), [first, second], replace(info, cut=cut)
 
         return cls._fitted(conv, decompose, lambda ranks: {"rank": ranks[0], "cut": cut},
-                           lambda infos, ranks, kernel, folded: truncation_report(infos, ranks, kernel, cut))
+                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel, cut))
 
 
 class SVDLinear(FactorizedModule):
@@ -362,17 +362,23 @@ class SVDLinear(FactorizedModule):
     def from_linear(cls, linear: nn.Linear, max_rank: int | None = None, rel_error: float | None = None,
                     cutoff: float | None = None, method: str = "auto",
                     seed: int | np.random.Generator | None = None) -> SVDLinear:
-        """The split of a trained linear layer by :func:`tnlib.truncated_svd` of its weight (in float64)."""
+        """The split of a trained linear layer by :func:`tnlib.truncated_svd` of its weight (in float64).
+
+        The factors are stored in the layer's dtype; below float64 ``info``
+        reports the errors of the stored product against the original weight.
+        """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear (SVDConv2d.from_conv and the other factorized conv "
                             f"layers take nn.Conv2d), got {type(linear).__name__}")
         weight = linear.weight.detach()
         if weight.ndim != 2:
             raise ValueError(f"linear.weight must have 2 dimensions (out, in), got shape {tuple(weight.shape)}")
-        a, b, info = _svd_split(weight.to(torch.float64), max_rank, rel_error, cutoff, method, seed)
+        matrix = weight.to(torch.float64)
+        a, b, info = _svd_split(matrix, max_rank, rel_error, cutoff, method, seed)
         layer = cls(weight.shape[1], weight.shape[0], info.rank, linear.bias is not None, weight.device, weight.dtype)
         layer.load_factors([b, a], linear.bias)
-        layer.info = info
+        stored = layer.layers[1].weight.detach().double() @ layer.layers[0].weight.detach().double()
+        layer.info = info if weight.dtype == matrix.dtype else as_stored(info, matrix, stored)
         return layer
 
     def folded_weight(self) -> Tensor:

@@ -28,7 +28,7 @@ from torch import nn
 
 import tnlib
 from tnlib import KERNEL_LABELS, Cut, TruncationInfo
-from tnlib_torch._reports import truncation_report
+from tnlib_torch._reports import as_stored, truncation_report
 from tnlib_torch.accounting import count_params
 
 __all__ = ["SUPPORTED_MODULES", "LayerReport", "select_convs", "truncate_conv_", "truncate_model_"]
@@ -60,19 +60,31 @@ def _checked_weight(conv: object, name: str) -> torch.Tensor:
 
 
 def truncated_kernel(conv: nn.Conv2d, name: str, cut: CutArg, **kwargs: Any) -> tuple[torch.Tensor, TruncationInfo]:
-    """``conv``'s kernel truncated group by group (not yet written back), and its report."""
+    """``conv``'s kernel truncated group by group (not yet written back, in its dtype), and its report.
+
+    A float16/bfloat16 kernel is truncated in float32 and rounded back to its
+    dtype; the report then gives the errors of the rounded kernel, the one
+    written back, against the original (:func:`as_stored`).
+    """
     weight = _checked_weight(conv, name).detach()
-    if weight.dtype in _HALF_DTYPES:
-        weight = weight.float()
+    if weight.dtype not in _HALF_DTYPES:
+        return _truncated_groups(weight, conv.groups, cut, **kwargs)
+    truncated, info = _truncated_groups(weight.float(), conv.groups, cut, **kwargs)
+    stored = truncated.to(weight.dtype)
+    return stored, as_stored(info, weight, stored)
+
+
+def _truncated_groups(weight: torch.Tensor, groups: int, cut: CutArg, **kwargs: Any) -> tuple[torch.Tensor,
+                                                                                                TruncationInfo]:
+    """:func:`tnlib.truncate` of each group's block of ``weight``, and the whole kernel's report."""
     with torch.no_grad():
-        if conv.groups == 1:
+        if groups == 1:
             return tnlib.truncate(weight, cut, KERNEL_LABELS, **kwargs)
         results = [tnlib.truncate(block, cut, KERNEL_LABELS, **kwargs)
-                   for block in weight.split(weight.shape[0] // conv.groups)]
+                   for block in weight.split(weight.shape[0] // groups)]
         truncated, infos = torch.cat([kernel for kernel, _ in results]), [info for _, info in results]
         ranks = tuple(rank for info in infos for rank in info.ranks)  # group after group
         return truncated, truncation_report(infos, ranks, weight, infos[0].cut)
-
 
 def truncate_conv_(
     conv: nn.Conv2d,
@@ -108,6 +120,9 @@ def truncate_conv_(
         group ``g``'s rank across cut ``j``; one rank per group for one cut);
         ``cut`` the cut for a single cut; ``rel_error``, ``norm_loss`` and
         ``discarded_weight`` of the whole kernel, exact from the groups'.
+        A float16/bfloat16 kernel is truncated in float32 and rounded back:
+        ``rel_error`` and ``norm_loss`` are then measured on the rounded kernel
+        written back, against the original.
 
     Raises
     ------

@@ -11,6 +11,7 @@ for top-5.  A loader is any re-iterable of ``(inputs, targets)`` batches, such a
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -87,9 +88,10 @@ def evaluate(model: nn.Module, loader: Loader, device: torch.device | str | None
     Raises
     ------
     TypeError
-        If ``model`` is not an ``nn.Module``.
+        If ``model`` is not an ``nn.Module``, or the targets are not a tensor of integers.
     ValueError
-        If ``loader`` yields no samples, or the logits or targets have the wrong shape.
+        If ``loader`` yields no samples, the logits or targets have the wrong shape, or a target
+        is not a class index in ``[0, classes)``.
     """
     device = _device(model, device)
     tally = _Tally()
@@ -177,9 +179,16 @@ def fine_tune(
     ------
     TypeError, ValueError
         For arguments of the wrong type or value (the message names the argument), a loader
-        with no samples, or a checkpoint of a different run (the message says what differs).
+        with no samples, targets that are not class indices in ``[0, classes)``, a checkpoint
+        file that is not one of ``fine_tune`` (empty, truncated, or holding Python objects;
+        it is read with ``weights_only=True``, so no code in it runs), or a checkpoint of a
+        different run (the message says what differs).
     FileNotFoundError
         If the checkpoint's folder does not exist.
+    TrainingDiverged
+        (a ``FloatingPointError``) If a batch's loss, or the parameters after a step, are not
+        finite: the message and its ``epoch`` and ``step`` say where, its ``history`` holds the
+        completed epochs.  The checkpoint keeps the last completed epoch.
     """
     config = checked_config(
         epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
@@ -201,7 +210,11 @@ def fine_tune(
             started = time.perf_counter()
             lr_now = opt.param_groups[0]["lr"]
             bar = _progress_bar(train_loader, f"epoch {epoch}/{config['epochs']}", progress)
-            train = _train_epoch(model, bar, opt, device).means("train_loader")
+            try:
+                train = _train_epoch(model, bar, opt, device, epoch).means("train_loader")
+            except TrainingDiverged as error:
+                error.history = history
+                raise
             val = None if val_loader is None else evaluate(model, val_loader, device)
             scheduler.step()
             history.records.append(
@@ -238,7 +251,11 @@ class _Tally:
 
 
 def _logits(model: nn.Module, inputs: Tensor, targets: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The model's logits for a batch moved to ``device``, and the moved targets; shapes checked."""
+    """The model's logits for a batch moved to ``device``, and the moved targets; shapes and classes checked."""
+    if not isinstance(targets, Tensor) or targets.dtype.is_floating_point or targets.dtype.is_complex \
+            or targets.dtype == torch.bool:
+        raise TypeError(f"targets must be a tensor of integer class indices, got "
+                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
     inputs, targets = inputs.to(device), targets.to(device)
     logits = model(inputs)
     if targets.ndim != 1 or logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
@@ -246,25 +263,67 @@ def _logits(model: nn.Module, inputs: Tensor, targets: Tensor, device: torch.dev
             "the model must return logits of shape (batch, classes) for targets of class indices (batch,); "
             f"got logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
         )
-    return logits, targets
+    classes = logits.shape[1]
+    outside = targets[(targets < 0) | (targets >= classes)]
+    if outside.numel():
+        raise ValueError(f"targets must be class indices in [0, {classes}) (the model returns {classes} logits), "
+                         f"got {int(outside[0])}")
+    return logits, targets.long()
 
 
-def _train_epoch(model: nn.Module, bar: Any, optimizer: torch.optim.Optimizer, device: torch.device) -> _Tally:
-    """One step per batch of ``bar`` (the loader in a progress bar, closed at the end); the running tally."""
+def _train_epoch(model: nn.Module, bar: Any, optimizer: torch.optim.Optimizer, device: torch.device,
+                 epoch: int) -> _Tally:
+    """One step per batch of ``bar`` (the loader in a progress bar, closed at the end); the running tally.
+
+    Raises :class:`FloatingPointError` at the first step whose loss, or whose updated parameters,
+    are not finite (before that step's update when the loss is).
+    """
     tally = _Tally()
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
     try:
-        for inputs, targets in bar:
+        for step, (inputs, targets) in enumerate(bar, 1):
             logits, targets = _logits(model, inputs, targets, device)
             loss = F.cross_entropy(logits, targets)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise _diverged(epoch, step, f"the batch's loss is {value}", optimizer)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if not _all_finite(parameters, device):
+                raise _diverged(epoch, step, "the update made parameters NaN or infinite", optimizer)
             tally.add(logits.detach(), targets, loss.detach() * len(targets))
             bar.set_postfix(loss=f"{tally.loss / tally.count:.4f}", top1=f"{tally.top1 / tally.count:.3f}",
                             refresh=False)
     finally:
         bar.close()
     return tally
+
+
+def _all_finite(tensors: list[Tensor], device: torch.device) -> bool:
+    """Whether every entry of ``tensors`` is finite (one reduction on ``device``, one synchronization)."""
+    return not tensors or bool(torch.stack([torch.isfinite(t).all().to(device) for t in tensors]).all())
+
+
+class TrainingDiverged(FloatingPointError):
+    """:func:`fine_tune` stopped because a loss, or the parameters after a step, were not finite.
+
+    ``epoch`` and ``step`` say where (both from 1); ``history`` holds the epochs completed before.
+    """
+
+    def __init__(self, message: str, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+        self.history = History()
+
+
+def _diverged(epoch: int, step: int, what: str, optimizer: torch.optim.Optimizer) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"fine_tune diverged in epoch {epoch}, step {step} (batch {step} of the epoch): {what}. The model holds the "
+        f"weights of that step; the checkpoint, if any, those of the last completed epoch (it is not overwritten). "
+        f"Lower lr (now {optimizer.param_groups[0]['lr']:g}) or look for NaN or infinite inputs",
+        epoch, step,
+    )
 
 
 class _NoBar:

@@ -9,14 +9,18 @@ and leaves the model as it was.
 
 from __future__ import annotations
 
+import io
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
+
+from tnlib_torch._datasets import check_path
 
 __all__ = ["load_checkpoint"]
 
@@ -28,17 +32,27 @@ _DATA_PARALLEL_PREFIX = "module."
 _SHOWN = 5
 
 
-def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
-    """The state dict a checkpoint file holds, unwrapped, by ``torch.load(..., weights_only=True)``."""
+def load_weights_only(path: Path) -> Any:
+    """What a ``torch.save`` file holds, read by ``torch.load(..., weights_only=True, map_location="cpu")``.
+
+    No code in the file is run.  The bytes are read first, so that an error reading the file is
+    an ``OSError`` and anything wrong with its content (empty, truncated, not a torch file, or
+    holding Python objects other than containers, numbers, strings and tensors) a ``ValueError``.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at '{path}'")
+    content = path.read_bytes()
     try:
-        loaded = torch.load(path, weights_only=True, map_location="cpu")
-    except OSError:
-        raise
-    except Exception as err:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ... on a foreign file
-        raise ValueError(f"'{path}' is not a torch checkpoint that loads with weights_only=True "
-                         f"({type(err).__name__}; checkpoints holding arbitrary Python objects are refused)") from err
+        return torch.load(io.BytesIO(content), weights_only=True, map_location="cpu")
+    except Exception as err:  # torch.load raises UnpicklingError, RuntimeError, EOFError, OSError, ... on a bad file
+        raise ValueError(f"'{path}' is not a torch checkpoint that loads with weights_only=True ({type(err).__name__} "
+                         f"on a file of {len(content)} bytes; empty or truncated files and checkpoints holding "
+                         f"arbitrary Python objects are refused)") from err
+
+
+def _read_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    """The state dict a checkpoint file holds, unwrapped, by :func:`load_weights_only`."""
+    loaded = load_weights_only(path)
     for key in _WRAPPER_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
@@ -136,10 +150,13 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool
 
     Raises
     ------
+    TypeError
+        ``model`` is not an ``nn.Module``, ``path`` not a str or ``os.PathLike``, ``strict`` not a bool.
     FileNotFoundError
         No file at ``path``.
     ValueError
-        A file that is not a torch checkpoint of tensors, or that holds no state
+        A file that is not a torch checkpoint of tensors (empty, truncated, or
+        holding Python objects that ``weights_only`` refuses), or that holds no state
         dict; a state dict that does not fit the model (the message lists the
         missing keys, the unexpected keys and the shape conflicts, a few of each
         with their counts).
@@ -148,7 +165,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
-    path = Path(path)
+    path = check_path(path, "path")
     state = _strip_data_parallel(_read_state_dict(path))
     _check_fits(model, state, strict, path)
     model.load_state_dict(state, strict=strict)

@@ -36,8 +36,9 @@ def entry_points(x):
         (GOOD > 3, TypeError, "floating dtype.*bool"),
         (GOOD.astype(np.float16), TypeError, "floating dtype.*float16"),
         (np.zeros((2, 0, 2, 2)), ValueError, "empty dimension"),
+        (np.ma.masked_array(GOOD, mask=GOOD > 5), TypeError, "must not be a masked array.*mask would be silently"),
     ],
-    ids=["nan", "inf", "int", "bool", "half", "empty"],
+    ids=["nan", "inf", "int", "bool", "half", "empty", "masked"],
 )
 def test_bad_arrays_are_refused_everywhere(name, bad, error, message):
     with pytest.raises(error, match=message):
@@ -76,6 +77,9 @@ def test_non_arrays():
         ({"seed": "x"}, TypeError, "seed"),
         ({"oversample": -1}, ValueError, "oversample"),
         ({"power_iters": 1.0}, TypeError, "power_iters"),
+        ({"power_iters": 10**9}, ValueError, "power_iters must be at most 32, got 1000000000"),
+        ({"oversample": 10**9}, ValueError, "oversample must be at most 1000, got 1000000000"),
+        ({"method": np.array(["full", "gram"])}, TypeError, "method must be a string, one of 'auto', 'full'"),
         ({"max_bond": 3}, TypeError, "max_bond"),  # unknown keywords are refused
     ],
 )
@@ -146,3 +150,104 @@ def test_spectrum_method_and_rank_for():
         tnlib.spectra(GOOD, method="randomized")
     with pytest.raises(ValueError, match="rel_error"):
         tnlib.spectrum(GOOD, "o|ihw").rank_for(-0.5)
+
+
+def test_all_cuts_refuses_to_enumerate_too_many_labels():
+    assert len(tnlib.all_cuts("abcdefghijklmnop")) == 2**15 - 1  # MAX_CUT_LABELS = 16 labels still enumerate
+    with pytest.raises(ValueError, match=r"labels: 26 labels have 2\*\*25 - 1 cuts, too many .*at most 16 labels"):
+        tnlib.all_cuts("abcdefghijklmnopqrstuvwxyz")
+    with pytest.raises(ValueError, match="labels: 24 labels have .*choose the cuts wanted explicitly"):
+        tnlib.spectra(np.ones((1,) * 24))
+    (only,) = tnlib.spectra(np.ones((1,) * 24), cuts=["a|bcdefghijklmnopqrstuvwx"]).values()
+    assert only.singular_values.tolist() == [1.0]  # explicit cuts of many size-1 legs are fine
+
+
+@pytest.mark.parametrize("labels", [5, None, 2.5])
+def test_all_cuts_needs_a_string_of_labels(labels):
+    with pytest.raises(TypeError, match="labels must be a string of one-character labels"):
+        tnlib.all_cuts(labels)
+
+
+@pytest.mark.parametrize("cuts", [{"o|ihw", "i|ohw"}, frozenset({"o|ihw"}), {"o|ihw": 1}, {"o|ihw": 1}.keys()])
+def test_unordered_cuts_are_refused(cuts):
+    with pytest.raises(TypeError, match="cut must be an ordered sequence"):
+        tnlib.truncate(GOOD, cuts, max_rank=1)
+    with pytest.raises(TypeError, match="cuts must be an ordered sequence"):
+        tnlib.spectra(GOOD, cuts=cuts)
+
+
+def test_unordered_labels_are_refused():
+    with pytest.raises(TypeError, match="labels must be an ordered sequence"):
+        tnlib.spectra(GOOD, labels={"o", "i", "h", "w"})
+
+
+def test_truncate_needs_a_cut():
+    with pytest.raises(TypeError, match="cut must be a cut like 'oi|hw', a Cut or a list of them, got None"):
+        tnlib.truncate(GOOD, None)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: tnlib.truncated_svd(MATRIX, method=m),
+        lambda m: tnlib.singular_values(MATRIX, method=m),
+        lambda m: tnlib.spectra(GOOD, method=m),
+        lambda m: tnlib.truncate(GOOD, "o|ihw", max_rank=1, method=m),
+        lambda m: tnlib.mps(GOOD, method=m),
+        lambda m: tnlib.tucker(GOOD, ranks=1, method=m),
+    ],
+    ids=["truncated_svd", "singular_values", "spectra", "truncate", "mps", "tucker"],
+)
+@pytest.mark.parametrize("method", [np.array(["full", "gram"]), np.array("full"), 3, None], ids=repr)
+def test_a_method_that_is_not_a_string_is_a_type_error(call, method):
+    with pytest.raises(TypeError, match="method must be a string, one of"):
+        call(method)
+
+
+@pytest.mark.parametrize("ranks", [2.5, "2", object()])
+def test_tucker_ranks_of_the_wrong_type(ranks):
+    with pytest.raises(TypeError, match="ranks must be None, a positive int or a sequence of them"):
+        tnlib.tucker(GOOD, ranks=ranks)
+
+
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        ({}, ValueError, "data must be a dict with at least the key 'singular_values'"),
+        ([3.0, 2.0], ValueError, "data must be a dict"),
+        ({"singular_values": "321"}, TypeError, "singular_values must be a sequence or array of numbers, got str"),
+    ],
+)
+def test_spectrum_from_bad_dicts(data, error, message):
+    with pytest.raises(error, match=message):
+        tnlib.Spectrum.from_dict(data)
+
+
+@pytest.mark.parametrize("values", ["321", b"321", None, {"singular_values": [1.0]}])
+def test_spectrum_refuses_strings(values):
+    with pytest.raises(TypeError, match="singular_values must be a sequence or array of numbers"):
+        tnlib.Spectrum(values)
+
+
+@pytest.mark.parametrize("scalar", [float("nan"), float("inf"), -np.inf, complex(1, np.nan)])
+def test_an_mps_times_a_non_finite_scalar_is_refused(scalar):
+    m = tnlib.mps(GOOD)
+    with pytest.raises(ValueError, match="scalar must be finite to multiply an MPS"):
+        scalar * m
+    with pytest.raises(ValueError, match="scalar must be finite"):
+        m * scalar
+
+
+def test_mps_operands_on_different_backends_are_refused():
+    torch = pytest.importorskip("torch")
+    m, mt = tnlib.mps(GOOD), tnlib.mps(torch.as_tensor(GOOD))
+    message = "other's cores must be on the same backend: expected numpy arrays like this MPS's cores, got torch"
+    with pytest.raises(TypeError, match=message):
+        m.inner(mt)
+    with pytest.raises(TypeError, match=message):
+        m + mt
+    with pytest.raises(TypeError, match="expected torch arrays like this MPS's cores, got numpy"):
+        mt + m
+    cores = [m.cores[0], torch.as_tensor(m.cores[1]), *m.cores[2:]]
+    with pytest.raises(TypeError, match="cores must be on the same backend: expected numpy arrays like cores"):
+        tnlib.MPS.from_cores(cores)

@@ -210,6 +210,7 @@ def test_significance_of_a_kernel_ranks_channels_and_positions(rng):
         ({"rank": -2}, ValueError, "rank must be a positive integer"),
         ({"rank": True}, TypeError, "rank must be a positive integer"),
         ({"rank": 2.0}, TypeError, "rank must be a positive integer"),
+        ({"rank": 13}, ValueError, r"rank = 13 exceeds 12, the largest useful CP rank of a tensor of shape \(3, 4"),
         ({"method": "hals"}, ValueError, "method must be one of 'als', 'lm'"),
         ({"init": "nvecs"}, ValueError, "init must be one of 'svd', 'random'"),
         ({"init": 3}, TypeError, "init must be one of"),
@@ -228,6 +229,36 @@ def test_bad_arguments_are_refused(kwargs, error, message):
         tnlib.cp(np.ones((3, 4, 5)), **kwargs)
 
 
+@pytest.mark.parametrize("rank", [15000, 10**5, 10**30])
+def test_a_rank_beyond_the_exact_bound_is_refused_before_anything_is_allocated(rank):
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=f"rank = {rank} exceeds 12"):
+            tnlib.cp(np.ones((3, 4, 5)), rank)  # used to grow past 5 GB (15000) or ask for 74 GiB (1e5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_the_exact_bound_itself_is_a_valid_rank(rng):
+    t = rng.standard_normal((3, 4, 5))  # every 3x4x5 tensor has an exact CP decomposition of rank 3 * 4 = 12
+    model = tnlib.cp(t, 12, max_iter=5, seed=0)
+    assert model.rank == 12
+    with pytest.raises(ValueError, match="max_rank = 13 exceeds 12"):
+        tnlib.cp_rank(t, 0.1, max_rank=13)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_cp_tensor_with_non_finite_values_is_refused(bad):
+    weights, factors = np.ones(2), [np.ones((3, 2)), np.ones((4, 2))]
+    with pytest.raises(ValueError, match="weights contains NaN or Inf"):
+        tnlib.CPTensor(np.array([1.0, bad]), factors)
+    factors[1][2, 0] = bad
+    with pytest.raises(ValueError, match=r"factors\[1\] contains NaN or Inf"):
+        tnlib.CPTensor(weights, factors)
+
+
 def test_bad_tensors_and_warm_starts_are_refused(rng):
     with pytest.raises(ValueError, match="tensor must have at least 2 dimension"):
         tnlib.cp(np.ones(5), 1)
@@ -240,6 +271,8 @@ def test_bad_tensors_and_warm_starts_are_refused(rng):
         tnlib.cp(np.ones((3, 4, 6)), 2, init=model)
     with pytest.raises(ValueError, match="factors\\[1\\] must have shape"):
         tnlib.CPTensor(np.ones(2), [np.ones((3, 2)), np.ones((4, 3))])
+    with pytest.raises(ValueError, match="weights must have 1 dimensions"):
+        tnlib.CPTensor(np.ones((2, 1)), [np.ones((3, 2))])
     with pytest.raises(ValueError, match="rel_error must lie in"):
         tnlib.cp_rank(np.ones((3, 4)), 1.5)
     with pytest.raises(ValueError, match="max_rank must be a positive integer"):

@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from tnlib_torch import LayerCost, count_macs, count_params, layer_costs  # noqa: E402
+import tnlib_torch as tt  # noqa: E402
+from tnlib_torch import MAC_RULES, LayerCost, count_macs, count_params, layer_costs  # noqa: E402
 
 
 def hand_built_model() -> nn.Module:
@@ -94,7 +95,7 @@ def test_training_modes_are_restored_and_hooks_removed():
 
 def test_modes_and_hooks_are_restored_when_the_forward_pass_fails():
     model = hand_built_model().train()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"input_size \(4, 16, 16\) does not fit the model"):
         layer_costs(model, (4, 16, 16))  # conv1 expects 3 channels
     assert all(m.training for m in model.modules())
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
@@ -128,3 +129,58 @@ def test_bad_input_is_refused_naming_the_argument(model, input_size, error, mess
 def test_count_params_needs_a_module():
     with pytest.raises(TypeError, match=r"module must be a torch\.nn\.Module, got list"):
         count_params([nn.Linear(2, 2)])
+
+
+def macs_of_a_real_pass(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    """The count as it was before the meta-device pass: hooks on a real forward pass on zeros."""
+    total = []
+    leaves = [m for m in model.modules() if next(m.children(), None) is None and type(m) in MAC_RULES]
+    handles = [m.register_forward_hook(lambda m, i, o: total.append(MAC_RULES[type(m)](m, o))) for m in leaves]
+    with torch.no_grad():
+        model.eval()(torch.zeros((1, *input_size), dtype=next(model.parameters()).dtype))
+    for handle in handles:
+        handle.remove()
+    return sum(total)
+
+
+@pytest.mark.parametrize(("make", "input_size"), [
+    (hand_built_model, (3, 16, 16)),
+    (lambda: tt.build_model("resnet20", num_classes=10), (3, 32, 32)),
+    (lambda: tt.build_model("vanilla_cnn", num_classes=10), (3, 32, 32)),
+    (lambda: tt.MPSConv2d(6, 8, (3, 2), 2, stride=2, padding=1, groups=2, padding_mode="reflect"), (6, 9, 11)),
+    (lambda: tt.CPConv2d(4, 6, 3, 2, padding="same", padding_mode="circular"), (4, 7, 7)),
+])
+def test_the_meta_pass_counts_what_a_real_pass_counts(make, input_size):
+    torch.manual_seed(0)
+    model = make()
+    assert count_macs(model, input_size) == macs_of_a_real_pass(model, input_size) > 0
+
+
+def test_a_huge_input_is_counted_without_allocating_it():
+    """Regression: the count ran a real forward pass (12 TB of input here); the meta device allocates nothing."""
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    assert count_macs(conv, (3, 10**6, 10**6)) == 8 * 10**12 * 27
+    assert conv.weight.device.type == "cpu" and not conv.weight.is_meta
+
+
+class DataDependent(nn.Module):
+    """A model whose forward pass reads a value, which the meta device cannot give."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * (1.0 + float(x.sum()))
+
+
+def test_a_model_the_meta_device_cannot_run_is_counted_on_a_real_pass():
+    model = DataDependent()
+    assert count_macs(model, (2, 4, 5)) == 3 * 20 * 2
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+@pytest.mark.parametrize("input_size", [(3,), (3, 16), (3, 16, 16, 16), (4, 16, 16)])
+def test_an_input_size_the_model_cannot_take_is_refused_naming_input_size(input_size):
+    with pytest.raises(ValueError, match=r"input_size .* does not fit the model.*without the batch dimension"):
+        count_macs(hand_built_model(), input_size)

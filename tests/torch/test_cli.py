@@ -1,56 +1,214 @@
-"""The ``tnlib`` command: options map onto StudyConfig fields; errors end with one line and status 2."""
+"""``tnlib study``: options map onto StudyConfig fields; every bad invocation ends with one line, status 2, and
+leaves the output folder as it was (absent, for a new one).
+
+Most cases run the real console script in a subprocess, on the digits defaults, and fail before any training.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
-from tnlib_torch.cli import build_parser, main  # noqa: E402
+from tnlib.cli import command_parser, main  # noqa: E402
+from tnlib_torch import _cifar  # noqa: E402
+from tnlib_torch.cli import STUDY  # noqa: E402
+from tnlib_torch.models import VanillaCNN  # noqa: E402
 from tnlib_torch.study.config import StudyConfig  # noqa: E402
+from tnlib_torch.study.store import ResultStore  # noqa: E402
 
+SCRIPT = Path(sys.executable).with_name("tnlib")
+needs_script = pytest.mark.skipif(not SCRIPT.is_file(), reason="the tnlib console script is not installed")
+
+
+def parse(argv: list[str]):
+    return command_parser("tnlib study", STUDY).parse_args(argv)
+
+
+def tnlib(*args: str, cwd: Path, blocked: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """Run the ``tnlib`` script in ``cwd``; the modules ``blocked`` fail to import (a sitecustomize shim)."""
+    env = dict(os.environ)
+    if blocked:
+        shim = cwd / "shim"
+        shim.mkdir(exist_ok=True)
+        (shim / "sitecustomize.py").write_text(f"import sys\nsys.modules.update(dict.fromkeys({blocked!r}))\n")
+        env["PYTHONPATH"] = str(shim)
+    return subprocess.run([str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def snapshot(folder: Path) -> dict[str, bytes] | None:
+    """The files of ``folder`` and their bytes; None if it does not exist."""
+    if not folder.exists():
+        return None
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], *phrases: str) -> str:
+    """Status 2 and stderr one line, ``tnlib study: error: ...``, holding each phrase; that line."""
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("tnlib study: error: ") and result.stderr.count("\n") == 1, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+    return result.stderr
+
+
+# -- the parser -----------------------------------------------------------------------------------------------------
 
 def test_every_config_field_is_an_option_with_the_config_default():
-    args = build_parser().parse_args(["study"])
+    args = parse([])
     for field in dataclasses.fields(StudyConfig):
         assert getattr(args, field.name) == field.default, field.name
+    assert (args.download, args.force, args.workers, args.scheduler) == (False, False, None, None)
 
 
 def test_several_values_parse_to_the_field_type():
-    args = build_parser().parse_args(["study", "--levels", "0.2", "0.4", "--cuts", "ihw|o", "oh|iw",
-                                      "--eval-samples", "50", "--train-samples", "500", "--train-epochs", "3",
-                                      "--workers", "2"])
+    args = parse(["--levels", "0.2", "0.4", "--cuts", "ihw|o", "oh|iw", "--eval-samples", "50", "--train-samples",
+                  "500", "--train-epochs", "3", "--workers", "2", "--download"])
     assert args.levels == [0.2, 0.4] and args.cuts == ["ihw|o", "oh|iw"]
     assert (args.eval_samples, args.train_samples, args.train_epochs, args.workers) == (50, 500, 3, 2)
+    assert args.download is True
 
 
 def test_help_states_each_default_once_in_words():
-    study = build_parser()._subparsers._group_actions[0].choices["study"]
-    text = " ".join(study.format_help().split())
+    text = " ".join(command_parser("tnlib study", STUDY).format_help().split())
     assert "(default: every conv)" in text and "(default: 0.1 0.2 0.3 0.4 0.5 0.6)" in text
     assert "(default: truncate cp tucker2 mps)" in text and "(default: 10)" in text
     assert "(default: ())" not in text and "(default: None)" not in text and "('" not in text
 
 
-def test_workers_and_scheduler_exclude_each_other(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args(["study", "--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"])
-    assert exit_info.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize(("argv", "message"), [
-    (["study", "--levels", "1.5"], "levels"),
-    (["study", "--cuts", "x|oih"], "cut"),
-    (["study", "--model", "no_such_model"], "model"),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"], "argument --scheduler: not allowed with argument "
+                                                                 "--workers"),
+    (["--levls", "0.1"], "unrecognized arguments: --levls 0.1"),
+    (["--lev", "0.1"], "unrecognized arguments: --lev 0.1"),  # never abbreviated
+    (["--train-epochs", "x"], "argument --train-epochs: invalid int value: 'x'"),
+    (["--levels", "1.5"], "--levels[0] must lie strictly between 0 and 1, got 1.5"),
+    (["--cuts", "x|oih"], "--cuts[0]"),
+    (["--model", "no_such_model"], "--model must be one of"),
+    (["--train-epochs", "-1"], "--train-epochs must be an integer >= 0, got -1"),
+    (["--levels", "0.1", "--recovery-levels", "2"], "--recovery-levels = 2 exceeds the 1 level(s) of --levels"),
+    (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+    (["--device", "gpu"], "--device must name a torch device"),
 ])
-def test_bad_options_end_with_one_line_and_status_2(argv, message, capsys, tmp_path):
-    assert main([*argv, "--output", str(tmp_path / "out"), "--quiet"]) == 2
+def test_bad_options_end_with_one_line_naming_the_option(argv, message, capsys, tmp_path):
+    assert main(["study", *argv, "--output", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("tnlib study: error: ") and message in err and err.count("\n") == 1
+    assert err.startswith("tnlib study: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
-def test_spectra_runs_the_core_demo(capsys):
-    assert main(["spectra"]) == 0
-    assert "o|ihw" in capsys.readouterr().out
+def test_download_reaches_the_checked_cifar_download(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def offline(source, root):
+        calls.append((source.name, Path(root)))
+        raise ConnectionError(f"could not download {source.name} (offline)")
+
+    monkeypatch.setattr(_cifar, "_fetch_cifar", offline)
+    argv = ["study", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--download"]) == 2
+    assert calls == [("CIFAR-10", tmp_path / "data")]
+    assert capsys.readouterr().err == "tnlib study: error: could not download CIFAR-10 (offline)\n"
+    assert not (tmp_path / "out").exists()
+    assert main(argv) == 2 and len(calls) == 1  # without --download, no download
+    assert "--download" in capsys.readouterr().err
+
+
+# -- the console script: refused before the output folder is created ------------------------------------------------
+
+def _poisoned(path: Path, marker: Path) -> None:
+    """A pickle that would create ``marker`` when unpickled."""
+
+    class Payload:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    path.write_bytes(pickle.dumps(Payload()))
+
+
+@needs_script
+@pytest.mark.parametrize("kind", ["missing", "empty", "other architecture", "poisoned"])
+def test_a_bad_checkpoint_is_refused_before_the_folder_is_made(kind, tmp_path):
+    checkpoint, marker = tmp_path / "weights.pt", tmp_path / "ran"
+    if kind == "empty":
+        checkpoint.write_bytes(b"")
+    elif kind == "other architecture":
+        torch.save(VanillaCNN(num_classes=10, in_channels=3).state_dict(), checkpoint)
+    elif kind == "poisoned":
+        _poisoned(checkpoint, marker)
+    result = tnlib("study", "--checkpoint", str(checkpoint), "--output", "out", "--quiet", cwd=tmp_path)
+    assert_usage_error(result, "weights.pt")
+    assert not (tmp_path / "out").exists() and not marker.exists()
+    if kind == "other architecture":
+        assert "does not fit the VanillaCNN" in result.stderr
+
+
+@needs_script
+def test_an_unreachable_scheduler_is_refused_before_the_folder_is_made(tmp_path):
+    # the script's code with a 1-second connection timeout (the default waits 10 s)
+    code = ("import sys; from tnlib_torch.study import runner; runner.CONNECT_TIMEOUT = 1.0; "
+            "from tnlib.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "study", "--scheduler", "tcp://127.0.0.1:1", "--output",
+                             "out", "--quiet", "--train-samples", "20"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert_usage_error(result, "no Dask scheduler answers at 'tcp://127.0.0.1:1'")
+    assert not (tmp_path / "out").exists()
+
+
+@needs_script
+def test_workers_without_dask_say_which_extra(tmp_path):
+    result = tnlib("study", "--workers", "2", "--output", "out", cwd=tmp_path, blocked=("distributed",))
+    assert_usage_error(result, '--workers', 'pip install "tnlib[dask]"')
+    assert not (tmp_path / "out").exists()
+
+
+@needs_script
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_refused(tmp_path):
+    result = tnlib("study", "--device", "cuda", "--output", "out", cwd=tmp_path)
+    assert_usage_error(result, "--device 'cuda' is not available on this machine")
+    assert not (tmp_path / "out").exists()
+
+
+@needs_script
+@pytest.mark.parametrize("data_root", [None, "data"])
+def test_missing_cifar_offers_download_and_data_root(data_root, tmp_path):
+    (tmp_path / "data").mkdir()
+    root = ["--data-root", data_root] if data_root else []
+    result = tnlib("study", "--dataset", "cifar10", *root, "--output", "out", cwd=tmp_path)
+    assert_usage_error(result, "--download", "--data-root")
+    assert not (tmp_path / "out").exists()
+
+
+# -- the console script: a folder that exists is left as it was -----------------------------------------------------
+
+@needs_script
+def test_a_locked_folder_is_refused_and_left_as_it_was(tmp_path):
+    out = tmp_path / "out"
+    with ResultStore.open(out, StudyConfig(train_samples=20)):  # this process holds the lock
+        before = snapshot(out)
+        result = tnlib("study", "--train-samples", "20", "--output", "out", "--quiet", cwd=tmp_path)
+        assert_usage_error(result, "is in use by another run of the study", f"process {os.getpid()}")
+        assert snapshot(out) == before
+
+
+@needs_script
+def test_a_folder_of_another_study_names_force_and_is_left_as_it_was(tmp_path):
+    out = tmp_path / "out"
+    with ResultStore.open(out, StudyConfig(seed=1)) as store:
+        store.append({"key": ["baseline"], "top1": 0.5})
+    (out / ".lock").write_text("12345\n")
+    before = snapshot(out)
+    result = tnlib("study", "--train-samples", "20", "--output", "out", "--quiet", cwd=tmp_path)
+    assert_usage_error(result, "another configuration", "--force")
+    assert "force=True to" not in result.stderr and snapshot(out) == before
+    with open(out / ".lock") as lock:  # nobody holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

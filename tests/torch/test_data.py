@@ -181,6 +181,91 @@ def test_a_file_that_is_not_a_batch_is_refused(tmp_path, content, message):
         data.cifar10(tmp_path)
 
 
+def test_padding_up_to_the_image_side_is_accepted():
+    image = torch.arange(1.0, 26.0).reshape(1, 5, 5)
+    crops = [data.random_crop_flip(image, padding=5, generator=torch.Generator().manual_seed(s)) for s in range(20)]
+    assert all(crop.shape == image.shape for crop in crops) and any(crop.sum() == 0 for crop in crops)
+
+
+class ArrayWithState:
+    """Pickles as numpy does (``_reconstruct(ndarray, shape, typecode)`` then the state), with any shape and bytes."""
+
+    def __init__(self, placeholder: tuple, shape: tuple, raw: bytes) -> None:
+        self.placeholder, self.shape, self.raw = placeholder, shape, raw
+
+    def __reduce__(self):
+        return RECONSTRUCT, (np.ndarray, self.placeholder, b"B"), (1, self.shape, np.dtype(np.uint8), False, self.raw)
+
+
+class CallsNdarray:
+    """Pickles as a call ``numpy.ndarray(shape, dtype, buffer, offset, strides)``: an array of any size."""
+
+    def __init__(self, *args) -> None:
+        self.args = args
+
+    def __reduce__(self):
+        return np.ndarray, self.args
+
+
+class FromBuffer:
+    """Pickles as numpy's protocol-5 ``_frombuffer(buffer, dtype, shape, order)``, with any buffer and shape."""
+
+    def __init__(self, raw: bytes, shape: tuple) -> None:
+        self.raw, self.shape = raw, shape
+
+    def __reduce__(self):
+        return np.zeros(1).__reduce_ex__(5)[0], (self.raw, np.dtype(np.uint8), self.shape, "C")
+
+
+MILLION_IMAGES = (10**6, 3072)  # 3 GB of pixels, from a file of a few hundred bytes
+
+
+@pytest.mark.parametrize("array, message", [
+    (CallsNdarray(MILLION_IMAGES, np.dtype(np.uint8)), r"numpy\.ndarray is admitted only as the type"),
+    (CallsNdarray(MILLION_IMAGES, np.dtype(np.uint8), b"x" * 3072, 0, (0, 1)), r"numpy\.ndarray is admitted only"),
+    (ArrayWithState(MILLION_IMAGES, MILLION_IMAGES, b"x" * 3072), r"_reconstruct is admitted for .*\(0,\)"),
+    (ArrayWithState((0,), MILLION_IMAGES, b"x" * 3072), r"buffer size does not match array size"),
+    (FromBuffer(b"x" * 3072, MILLION_IMAGES),
+     r"an array of shape \(1000000, 3072\) and dtype uint8 needs 3072000000 bytes, its buffer holds 3072"),
+    (FromBuffer(b"x" * 3072, (-1, 3072)), r"an array.s shape must be a tuple of ints >= 0"),
+], ids=["ndarray-call", "ndarray-zero-strides", "reconstruct-huge", "state-short", "frombuffer-short",
+        "frombuffer-negative"])
+def test_an_array_larger_than_its_bytes_is_refused_before_it_is_built(tmp_path, array, message):
+    """Regression: a small file could build a million uninitialized images through the admitted reconstructors."""
+    make_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    write_pickle(path, {b"data": array, b"labels": [0]}, protocol=5 if isinstance(array, FromBuffer) else 2)
+    assert path.stat().st_size < 4000
+    with pytest.raises(pickle.UnpicklingError, match=rf"cannot read 'data_batch_1' as a CIFAR-10 file: {message}"):
+        data.cifar10(tmp_path)
+
+
+def test_an_array_whose_bytes_match_its_shape_still_loads(tmp_path):
+    make_cifar10(tmp_path)
+    pixels = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    for protocol, array in ((2, ArrayWithState((0,), (2, 3072), pixels.tobytes())),
+                            (5, FromBuffer(pixels.tobytes(), (2, 3072)))):
+        write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_1", {b"data": array, b"labels": [0, 1]}, protocol)
+        assert np.array_equal(data.cifar10(tmp_path, normalize=None).images[:2].numpy().reshape(2, 3072), pixels)
+
+
+@pytest.mark.parametrize("name, images, n_classes", [("data_batch_3", 10_001, 10), ("test_batch", 10_001, 10)])
+def test_a_batch_with_more_images_than_an_official_file_is_refused(tmp_path, name, images, n_classes):
+    make_cifar10(tmp_path)
+    write_pickle(tmp_path / "cifar-10-batches-py" / name,
+                 {b"data": np.zeros((images, 3072), np.uint8), b"labels": [0] * images})
+    with pytest.raises(ValueError, match=rf"'{name}': 'data' holds {images} images, more than the 10000 that a "
+                                         r"CIFAR-10 file of this kind holds"):
+        data.cifar10(tmp_path, train=name != "test_batch")
+
+
+def test_cifar100_allows_50000_training_images_per_file_and_10000_test_images():
+    assert (_cifar._SOURCES["cifar100"].train_file_images, _cifar._SOURCES["cifar100"].test_file_images) == (
+        50_000, 10_000)
+    assert (_cifar._SOURCES["cifar10"].train_file_images, _cifar._SOURCES["cifar10"].test_file_images) == (
+        10_000, 10_000)
+
+
 def test_a_missing_folder_asks_for_download(tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(tmp_path / 'cifar-100-python'))}.*download=True"):
         data.cifar100(tmp_path)
@@ -462,6 +547,18 @@ def test_loader_workers_augment_reproducibly_for_a_seed():
     (lambda p: data.loader([1, 2]), TypeError, r"dataset must be a torch.utils.data.Dataset"),
     (lambda p: data.loader(data.digits(), batch_size=0), ValueError, r"batch_size must be an integer >= 1"),
     (lambda p: data.random_crop_flip(torch.zeros(3, 4, 4), padding=-1), ValueError, r"padding must be an integer"),
+    (lambda p: data.random_crop_flip(torch.zeros(3, 32, 32), padding=20000), ValueError,
+     r"padding = 20000 exceeds 32, the most allowed for an image of 32 x 32"),
+    (lambda p: data.random_crop_flip(torch.zeros(3, 8, 5), padding=6), ValueError, r"padding = 6 exceeds 5"),
+    (lambda p: data.TensorImageDataset(torch.zeros(1, 3, 2, 2), [0], ["a"], normalize=((float("nan"), 0, 0),
+                                                                                       (1, 1, 1))),
+     ValueError, r"normalize's mean must be finite numbers \(one per channel\), got \(nan, 0, 0\)"),
+    (lambda p: data.cifar10(p, normalize=((0, 0, 0), (1, float("inf"), 1))), ValueError,
+     r"normalize's std must be finite numbers"),
+    (lambda p: data.TensorImageDataset(torch.tensor([[[[0.5, float("nan")]]]]), [0], ["a"]), ValueError,
+     r"images must be finite: the floating images hold NaN or infinite values"),
+    (lambda p: data.TensorImageDataset(torch.full((1, 1, 1, 2), float("inf"), dtype=torch.float64), [0], ["a"]),
+     ValueError, r"images must be finite"),
     (lambda p: data.TensorImageDataset(torch.zeros(2, 1, 2, 2, dtype=torch.int32), [0, 0], ["a"]), TypeError,
      r"images must be uint8"),
     (lambda p: data.TensorImageDataset(torch.zeros(2, 1, 2, 2), [0], ["a"]), ValueError, r"targets must give one"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,47 @@ def test_error_targets_hold_for_grouped_convs_at_one_common_rank(make):
     assert rel(layer.to_conv()(x), layer(x)) < 1e-10
 
 
+def built_ranks(layer) -> tuple[int, ...]:
+    """The ranks the built sub-layers carry per group, read off their weight shapes."""
+    g = layer.geometry.groups
+    widths = tuple(stage.weight.shape[0] // g for stage in layer.layers)[:-1]
+    if isinstance(layer, tt.Tucker2Conv2d):
+        return widths[1], widths[0]  # (R_o, R_i): the core maps R_i to R_o
+    if isinstance(layer, tt.MPSConv2d) and layer.order[0] == "o":
+        return widths[::-1]  # the chain runs from i: the order's bonds read backwards
+    return widths
+
+
+@pytest.mark.parametrize("make", [
+    lambda conv: tt.Tucker2Conv2d.from_conv(conv, rel_error=0.3),
+    lambda conv: tt.Tucker2Conv2d.from_conv(conv, rel_error=1e-9),
+    lambda conv: tt.MPSConv2d.from_conv(conv, rel_error=0.3),
+    lambda conv: tt.MPSConv2d.from_conv(conv, order="owhi", rel_error=1e-9),
+    lambda conv: tt.SVDConv2d.from_conv(conv, cut="oh|iw", rel_error=0.3),
+    lambda conv: tt.SVDConv2d.from_conv(conv, rel_error=1e-9),
+], ids=["tucker2", "tucker2-tight", "mps", "mps-tight", "svd", "svd-tight"])
+def test_reported_ranks_agree_with_the_steps_and_the_built_factors(make):
+    """Regression: a group whose refit at the common ranks erred more by round-off kept a report of its own ranks."""
+    conv = grouped_conv_with_different_group_ranks()
+    for _ in range(3):  # the same layer and report every time
+        layer = make(conv)
+        ranks = layer.info.ranks
+        declared = {tt.Tucker2Conv2d: "ranks", tt.MPSConv2d: "bond_dims"}.get(type(layer))
+        assert ranks == built_ranks(layer) == (getattr(layer, declared) if declared else (layer.rank,))
+        assert [step.ranks for step in layer.info.steps] == [ranks] * 3
+
+
+def test_fits_that_differ_by_round_off_keep_the_fit_at_the_common_ranks():
+    kernel = torch.as_tensor(np.random.default_rng(0).standard_normal((3, 2, 3, 3)))
+
+    def fit(ranks, error):
+        t = tnlib.tucker(kernel, ranks, modes=(0, 1))
+        return t.ranks, [t.core], replace(t.info, rel_error=error)
+
+    first, second = fit((1, 1), 1e-16), fit((3, 2), 6e-16)
+    assert at_common_ranks(first, second) is second
+
+
 def test_a_group_keeps_its_own_fit_padded_with_zeros_where_the_common_bonds_would_err_more():
     """TT-SVD's error is not monotone in the bonds: for this kernel bonds (3, 3, 1) err more than (2, 3, 1)."""
     rng = np.random.default_rng(1)
@@ -192,11 +234,41 @@ def test_a_group_keeps_its_own_fit_padded_with_zeros_where_the_common_bonds_woul
     first, second = fit([2, 3, 1]), fit([3, 3, 1])
     assert second[2].rel_error > first[2].rel_error + 1e-3
     ranks, weights, info = at_common_ranks(first, second)
-    assert ranks == (3, 3, 1) and info is first[2]
+    assert ranks == info.ranks == (3, 3, 1) and info == replace(first[2], ranks=(3, 3, 1))
     assert [w.shape for w in weights] == [w.shape for w in second[1]]
     folded = fold([(w, 1) for w in weights], 1)
     assert torch.allclose(folded, tnlib.mps(kernel, order="ihwo", max_bond=[2, 3, 1]).to_dense(), atol=1e-12)
     assert at_common_ranks(second, first) is first  # a fit that errs no more is kept as it is
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("make", [
+    lambda conv: tt.Tucker2Conv2d.from_conv(conv, rel_error=0.0),
+    lambda conv: tt.SVDConv2d.from_conv(conv, rel_error=0.0),
+    lambda conv: tt.MPSConv2d.from_conv(conv, rel_error=0.0),
+    lambda conv: tt.CPConv2d.from_conv(conv, 4, max_iter=3, seed=0),
+], ids=["tucker2", "svd", "mps", "cp"])
+def test_low_precision_layers_report_the_error_of_the_stored_factors(make, dtype):
+    """Regression: a float16 conv fitted exactly in float64 reported 0.0 while its stored factors erred 3e-4."""
+    conv = make_conv({"in_channels": 4, "out_channels": 6, "kernel_size": 3, "groups": 2}, dtype=dtype)
+    layer = make(conv)
+    assert all(p.dtype == dtype for p in layer.parameters())
+    stored = fold([(stage.weight.detach().double(), stage.groups) for stage in layer.layers], 2)
+    measured = rel(stored, conv.weight.double())
+    assert measured > 0 and layer.info.rel_error == pytest.approx(measured, rel=1e-9, abs=1e-15)
+    if hasattr(layer.info, "norm_loss"):
+        expected = 1 - float(stored.norm() / conv.weight.detach().double().norm())
+        assert layer.info.norm_loss == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_linear_reports_the_error_of_the_stored_factors(dtype):
+    torch.manual_seed(0)
+    linear = nn.Linear(7, 5, dtype=dtype)
+    layer = tt.SVDLinear.from_linear(linear, rel_error=0.0)
+    stored = layer.layers[1].weight.detach().double() @ layer.layers[0].weight.detach().double()
+    measured = rel(stored, linear.weight.double())
+    assert measured > 1e-5 and layer.info.rel_error == pytest.approx(measured, rel=1e-9)
 
 
 def test_cp_fit_reports_history_and_error():

@@ -462,3 +462,22 @@ def test_documented_signatures_match_the_code(name):
 def test_every_public_name_is_documented():
     page = (ROOT / "docs" / "torch_models.md").read_text()
     assert [name for name in models.__all__ if f"`{name}`" not in page] == []
+
+
+@pytest.mark.parametrize("path", [5, None, b"model.pt", ["model.pt"]], ids=["int", "None", "bytes", "list"])
+def test_load_checkpoint_refuses_a_path_that_is_not_str_or_pathlike(path):
+    """Regression: load_checkpoint(model, 5) failed inside pathlib with a message that named no argument."""
+    with pytest.raises(TypeError, match=r"path must be a path \(str or os\.PathLike\), got"):
+        models.load_checkpoint(models.cifar_resnet(8), path)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_load_checkpoint_refuses_an_empty_or_truncated_file_with_a_value_error(tmp_path, damage):
+    """Regression: a truncated file raised OSError (Errno 22) and an empty one EOFError."""
+    path = tmp_path / "model.pt"
+    torch.save(models.cifar_resnet(8).state_dict(), path)
+    content = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": content[: len(content) // 2], "garbage": b"\x00" * 100}[damage])
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}' is not a torch checkpoint that loads with "
+                                         r"weights_only=True \(\w+ on a file of \d+ bytes; empty or truncated"):
+        models.load_checkpoint(models.cifar_resnet(8), path)

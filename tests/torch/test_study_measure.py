@@ -218,8 +218,12 @@ def test_the_control_is_the_untruncated_model_fine_tuned_identically(model, test
     assert control["before"] == tt.evaluate(model, test_loader)
 
 
-def test_a_diverged_run_records_none_for_its_loss(model, test_loader):
-    record = recovery_control(model, train_loader(), test_loader, epochs=1, lr=1e4, seed=0)
+def test_a_diverged_run_is_recorded_with_where_it_diverged(model, test_loader):
+    record = recovery_control(model, train_loader(), test_loader, epochs=2, lr=1e4, seed=0)
+    assert record["diverged"].startswith("fine_tune diverged in epoch 1, step ")
+    (last,) = record["history"]  # the epoch that diverged, with the model as it ended
+    assert last["epoch"] == 1 and last["train_loss"] is None
+    assert record["after"] == {name: last[name] for name in ("top1", "top5", "loss", "count")}
     assert record["after"]["loss"] is None
     json.dumps(record, allow_nan=False)
 

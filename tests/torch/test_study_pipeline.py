@@ -278,11 +278,22 @@ def test_image_folder_inputs(tmp_path):
     ({"dataset": "cifar10"}, ValueError, "needs data_root"),
     ({"dataset": "no/such/folder"}, FileNotFoundError, "not one of digits"),
     ({"layers": ("fc*",)}, ValueError, "fc"),
+    ({"checkpoint": "no/such/weights.pt"}, FileNotFoundError, "no checkpoint file at 'no/such/weights.pt'"),
+    ({"checkpoint": __file__}, ValueError, "is not a torch checkpoint that loads with weights_only=True"),
+    ({"device": "cuda:99"}, ValueError, "device 'cuda:99' is not available on this machine"),
 ])
-def test_unusable_inputs_are_refused_before_anything_is_written(tmp_path, changes, error, match):
+def test_unusable_inputs_are_refused_before_the_folder_is_made(tmp_path, changes, error, match):
     with pytest.raises(error, match=match):
         run_study(CONFIG.replace(**changes), tmp_path / "out", progress=False)
-    assert not (tmp_path / "out" / "results.jsonl").exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_the_folder_is_made(tmp_path):
+    checkpoint = tmp_path / "weights.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, checkpoint)
+    with pytest.raises(ValueError, match="does not fit"):
+        run_study(CONFIG.replace(checkpoint=str(checkpoint)), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_model_name_is_refused():

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("torch")
 
 from tnlib_torch.study import store as store_module  # noqa: E402
-from tnlib_torch.study.config import KERNEL_CUTS, StudyConfig  # noqa: E402
+from tnlib_torch.study.config import KERNEL_CUTS, StudyConfig, checked_fields  # noqa: E402
 from tnlib_torch.study.store import (  # noqa: E402
     MANIFEST,
     RESULTS,
@@ -89,6 +89,16 @@ def test_a_bad_field_is_refused_by_name(field, value, error):
         StudyConfig(**{field: value})
     with pytest.raises(error, match=field):
         StudyConfig().replace(**{field: value})
+
+
+def test_checked_fields_name_each_field_by_its_label():
+    values = StudyConfig().to_dict()
+    label = lambda name: f"--{name.replace('_', '-')}"  # noqa: E731
+    with pytest.raises(ValueError, match=r"^--train-epochs must be an integer >= 0, got -1$"):
+        checked_fields({**values, "train_epochs": -1}, label)
+    with pytest.raises(ValueError, match=r"^--recovery-levels = 3 exceeds the 2 level\(s\) of --levels$"):
+        checked_fields({**values, "recovery_levels": 3, "levels": (0.1, 0.2)}, label)
+    assert checked_fields({**values, "levels": [0.5, 0.1]}, label)["levels"] == (0.1, 0.5)
 
 
 def test_fields_are_normalized():
@@ -203,6 +213,31 @@ def test_a_corrupt_line_is_named(tmp_path, config):
     (tmp_path / RESULTS).write_bytes(rows[0] + rows[1] + rows[0])
     with pytest.raises(ValueError, match="line 3, repeats the key"):
         ResultStore.open(tmp_path, config)
+
+
+def test_a_line_nested_too_deep_for_json_is_a_corrupt_line_not_a_recursion_error(tmp_path, config):
+    with ResultStore.open(tmp_path, config) as store:
+        store.append({"key": ["a"]})
+    deep = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    with open(tmp_path / RESULTS, "ab") as results:
+        results.write(deep)
+    with pytest.raises(ValueError, match=r"line 2, is not a valid record \(maximum recursion depth"):
+        read_records(tmp_path)
+    with pytest.raises(ValueError, match="line 2, is not a valid record"):
+        ResultStore.open(tmp_path, config)
+    (tmp_path / MANIFEST).write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(ValueError, match="manifest.json is not valid JSON"):
+        ResultStore.open(tmp_path, config)
+
+
+def test_a_refused_folder_is_left_as_it_was(tmp_path, config):
+    with ResultStore.open(tmp_path, config) as store:
+        store.append({"key": ["a"]})
+    (tmp_path / ".lock").write_text("12345\n")  # the pid of the last run
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match=r"Use another folder, or --force \(force=True in Python\)"):
+        ResultStore.open(tmp_path, config.replace(seed=1))
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
 
 
 # -- configuration check and manifest -------------------------------------------------------------------------------

@@ -69,6 +69,19 @@ def test_half_precision_kernels_are_truncated_in_float32():
     assert conv.weight.dtype == torch.float16 and torch.equal(conv.weight.detach(), reference.half())
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_half_precision_truncation_reports_the_error_of_the_kernel_written_back(dtype, groups):
+    """Regression: the report was the float32 truncation's, not that of the rounded kernel written back."""
+    conv = make_conv(4, 6, groups=groups, dtype=dtype)
+    original = conv.weight.detach().double().clone()
+    info = truncate_conv_(conv, "o|ihw", max_rank=2)
+    stored = conv.weight.detach().double()
+    measured = float((stored - original).norm() / original.norm())
+    assert info.rel_error == pytest.approx(measured, rel=1e-9)
+    assert info.norm_loss == pytest.approx(1 - float(stored.norm() / original.norm()), rel=1e-9, abs=1e-15)
+
+
 def test_truncated_conv_computes_conv2d_with_the_truncated_kernel():
     conv = make_conv(6, 8, groups=2, stride=2, padding=1, dilation=2, bias=True)
     truncate_conv_(conv, "i|ohw", max_rank=1)

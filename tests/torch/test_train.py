@@ -151,6 +151,28 @@ def test_evaluate_refuses_an_empty_loader_a_non_module_and_wrong_shapes():
         train.evaluate(model, [(torch.arange(3), torch.zeros(3, 1, dtype=torch.long))])
 
 
+@pytest.mark.parametrize("targets, error, message", [
+    (torch.tensor([0, 6, 1]), ValueError, r"targets must be class indices in \[0, 6\) \(the model returns 6 logits\), "
+                                          r"got 6"),
+    (torch.tensor([0, -1, 1]), ValueError, r"targets must be class indices in \[0, 6\).*got -1"),
+    (torch.tensor([0.0, 1.0, 2.0]), TypeError,
+     r"targets must be a tensor of integer class indices, got torch\.float32"),
+], ids=["too-large", "negative", "float"])
+def test_evaluate_and_fine_tune_refuse_targets_that_are_not_class_indices(targets, error, message):
+    """Regression: an out-of-range target raised torch's IndexError ('Target 6 is out of bounds')."""
+    batch = [(torch.arange(3), targets)]
+    with pytest.raises(error, match=message):
+        train.evaluate(lookup_model(), batch)
+    with pytest.raises(error, match=message):
+        train.fine_tune(lookup_model(), batch, epochs=1, progress=False)
+
+
+def test_integer_targets_of_any_integer_dtype_are_class_indices():
+    expected = train.evaluate(lookup_model(), lookup_loader())
+    narrow = [(inputs, targets.to(torch.int32)) for inputs, targets in lookup_loader()]
+    assert train.evaluate(lookup_model(), narrow) == expected
+
+
 # -- fine_tune: learning, determinism -----------------------------------------------------------------
 
 
@@ -267,6 +289,84 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     torch.save({"weight": torch.ones(2)}, path)
     with pytest.raises(ValueError, match="is not a checkpoint written by tnlib_torch.train.fine_tune"):
         train.fine_tune(mlp(), loader(blobs()), epochs=1, checkpoint=path, progress=False)
+
+
+class Poison:
+    """Unpickling this calls ``call(*args)``."""
+
+    def __init__(self, call, *args):
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return self.call, self.args
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "malicious"])
+def test_a_damaged_or_malicious_checkpoint_is_refused_with_a_value_error_and_runs_nothing(tmp_path, damage):
+    """Regression: an empty file raised EOFError, a truncated one OSError, a malicious one torch's UnpicklingError."""
+    path, marker = tmp_path / "run.pt", tmp_path / "pwned"
+    arguments = {"train_loader": loader(blobs()), "epochs": 2, "lr": 0.1, "progress": False, "checkpoint": path}
+    train.fine_tune(mlp(), **{**arguments, "epochs": 1})
+    content = path.read_bytes()
+    if damage == "malicious":
+        torch.save({"format": Poison(Path.touch, marker)}, path)
+    else:
+        path.write_bytes(b"" if damage == "empty" else content[: len(content) // 2])
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}' is not a torch checkpoint that loads with "
+                                         r"weights_only=True"):
+        train.fine_tune(mlp(), **arguments)
+    assert not marker.exists() and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"fingerprint": None}, r"its 'fingerprint' entry is NoneType, not dict"),
+    ({"model": [1, 2]}, r"its 'model' entry is list, not dict"),
+    ({"history": {"records": []}}, r"its history does not hold one record per epoch done \(1\)"),
+    ({"rng": {}}, r"the checkpoint .* is damaged: its states do not load \(KeyError"),
+])
+def test_a_checkpoint_with_missing_or_malformed_entries_is_refused(tmp_path, change, message):
+    path = tmp_path / "run.pt"
+    arguments = {"train_loader": loader(blobs()), "epochs": 1, "lr": 0.1, "progress": False, "checkpoint": path}
+    train.fine_tune(mlp(), **arguments)
+    torch.save({**torch.load(path, weights_only=True), **change}, path)
+    with pytest.raises(ValueError, match=message):
+        train.fine_tune(mlp(), **arguments)
+
+
+def test_a_checkpoint_path_that_is_not_str_or_pathlike_is_refused():
+    with pytest.raises(TypeError, match=r"checkpoint must be a path \(str or os\.PathLike\), got int"):
+        train.fine_tune(mlp(), loader(blobs()), epochs=1, checkpoint=5, progress=False)
+
+
+def test_a_diverging_run_stops_naming_the_epoch_and_step_and_keeps_the_last_finite_checkpoint(tmp_path):
+    """Regression: a run whose weights overflowed trained on with NaN losses and saved the NaN state."""
+    path = tmp_path / "run.pt"
+    dataset = blobs()
+    large = TensorDataset(dataset.tensors[0] * 1000, dataset.tensors[1])  # gradients above 3.4: lr 1e38 overflows
+    # epoch 1 at lr 1e-6; epoch 2 at lr 1e-6 * 1e44 = 1e38: its first update takes float32 weights to infinity
+    arguments = {"epochs": 3, "lr": 1e-6, "schedule": "step", "step_size": 1, "gamma": 1e44, "progress": False,
+                 "checkpoint": path}
+    message = (r"fine_tune diverged in epoch 2, step 1 \(batch 1 of the epoch\): the update made parameters NaN or "
+               r"infinite.*Lower lr \(now 1e\+38\)")
+    with pytest.raises(FloatingPointError, match=message):
+        train.fine_tune(mlp(), loader(large), **arguments)
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 1 and all(bool(torch.isfinite(value).all()) for value in saved["model"].values())
+
+
+@pytest.mark.parametrize("poison, message", [
+    (float("nan"), r"fine_tune diverged in epoch 1, step 2 \(batch 2 of the epoch\): the batch's loss is nan"),
+    (float("inf"), r"fine_tune diverged in epoch 1, step 2 \(batch 2 of the epoch\): the batch's loss is"),
+])
+def test_a_non_finite_loss_stops_the_run_before_its_step_and_saves_nothing(tmp_path, poison, message):
+    path = tmp_path / "run.pt"
+    batches = [(inputs, targets) for inputs, targets in loader(blobs(n=24))]
+    batches[1][0][0, 0] = poison
+    model = mlp()
+    with pytest.raises(FloatingPointError, match=message):
+        train.fine_tune(model, batches, epochs=2, checkpoint=path, progress=False)
+    assert not path.exists() and all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):

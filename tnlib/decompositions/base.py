@@ -58,18 +58,21 @@ class ErrorBudget:
     When each truncation's error is orthogonal to the others' (TT-SVD, MPS
     rounding, ST-HOSVD), the squared errors add up exactly.  Each step may use
     an equal share of what is left, so the total never exceeds the budget.
+    Squared norms are kept as fractions of ``norm**2``, so that no scale of the
+    tensor overflows or underflows them.
     """
 
     def __init__(self, norm: float, rel_error: float | None, steps: int) -> None:
         self.norm, self.rel_error, self.steps = norm, rel_error, steps
-        self.spent_sq, self.done, self.current_sq = 0.0, 0, norm**2
+        # spent: squared error so far; current: squared norm of what is left; both over norm**2
+        self.spent, self.done, self.current = 0.0, 0, 1.0 if norm > 0 else 0.0
 
     def next_step(self) -> float | None:
         """The relative error allowed to the next truncation (of a matrix of the current norm)."""
         if self.rel_error is None:
             return None
-        left_sq = max((self.rel_error * self.norm) ** 2 - self.spent_sq, 0.0) / (self.steps - self.done)
-        return min(math.sqrt(left_sq / self.current_sq), 1.0) if self.current_sq > 0 else 0.0
+        left = max(self.rel_error**2 - self.spent, 0.0) / (self.steps - self.done)
+        return min(math.sqrt(left / self.current), 1.0) if self.current > 0 else 0.0
 
     def truncate(
         self,
@@ -81,9 +84,9 @@ class ErrorBudget:
     ) -> tuple[Array, Array, Array, TruncationInfo]:
         """:func:`truncate_keeping_one` of the next step's matrix within the budget, and account for it."""
         u, s, vh, info = truncate_keeping_one(matrix, TruncationSpec(max_rank, self.next_step(), cutoff), method, rng)
-        lost = info.discarded_weight * self.current_sq
-        self.spent_sq += lost
-        self.current_sq -= lost
+        lost = info.discarded_weight * self.current
+        self.spent += lost
+        self.current -= lost
         self.done += 1
         return u, s, vh, info
 
@@ -92,5 +95,5 @@ class ErrorBudget:
         ranks = tuple(step.rank for step in steps)
         if self.norm == 0:
             return TruncationInfo(ranks, 0.0, 0.0, 0.0, steps=tuple(steps))
-        discarded = min(self.spent_sq / self.norm**2, 1.0)
+        discarded = min(self.spent, 1.0)
         return TruncationInfo(ranks, math.sqrt(discarded), 1 - math.sqrt(1 - discarded), discarded, steps=tuple(steps))

@@ -22,7 +22,8 @@ rank starts from that model (a warm start).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import autoray as ar
@@ -52,6 +53,25 @@ CP_METHODS: dict[str, Callable] = {"als": als, "lm": lm}
 CP_INITS = ("svd", "random")
 
 
+def check_rank(rank: Any, shape: Sequence[int], name: str = "rank") -> int:
+    """A CP rank in ``[1, prod(shape) / max(shape)]``, checked before anything is allocated.
+
+    Every tensor of ``shape`` is the sum of ``prod(shape) / max(shape)``
+    rank-one terms, one per fiber along its largest mode (the fiber times unit
+    vectors selecting its indices in the other modes), so no larger rank
+    lowers the error, while the factors and Grams grow with it (rank 10^5
+    would ask for ``R^2`` doubles, 74 GiB).  A larger rank is refused with a
+    ``ValueError`` naming ``name``.
+    """
+    rank = check_positive_int(rank, name)
+    bound = math.prod(shape) // max(shape)
+    if rank > bound:
+        raise ValueError(f"{name} = {rank} exceeds {bound}, the largest useful CP rank of a tensor of shape "
+                         f"{tuple(shape)}: every such tensor has an exact CP decomposition of rank "
+                         "prod(shape) / max(shape)")
+    return rank
+
+
 def _random_columns(rng: np.random.Generator, rows: int, cols: int, like: Array) -> Array:
     return B.from_numpy(rng.standard_normal((rows, cols)), like)
 
@@ -71,14 +91,18 @@ def _fitted_weights(x: Array, factors: list[Array]) -> Array:
     return B.solve_gram(projections[None, :], hadamard([gram(f) for f in factors]))[0]
 
 
-def _initial_model(x: Array, rank: int, init: Any, rng: np.random.Generator) -> tuple[Array, list[Array]]:
+def _initial_model(
+    x: Array, rank: int, init: Any, rng: np.random.Generator, exponent: int = 0
+) -> tuple[Array, list[Array]]:
+    """The starting weights and factors of a fit to ``x``, which is the tensor times ``2**-exponent``."""
     if isinstance(init, CPTensor):
         if init.shape != tuple(x.shape) or init.rank != rank:
             raise ValueError(f"init: a CPTensor warm start must have shape {tuple(x.shape)} and rank {rank}, "
                              f"got shape {init.shape} and rank {init.rank}")
         if any(B.backend_of(a) != B.backend_of(x) for a in (init.weights, *init.factors)):
             raise TypeError(f"init: the warm start's arrays must be {B.backend_of(x)} arrays like the tensor")
-        return B.astype(init.weights, B.dtype_name(x)), [B.astype(f, B.dtype_name(x)) for f in init.factors]
+        weights = B.times_power_of_two(B.astype(init.weights, B.dtype_name(x)), -exponent)
+        return weights, [B.astype(f, B.dtype_name(x)) for f in init.factors]
     if not isinstance(init, str):
         raise TypeError(f"init must be one of {CP_INITS} or a CPTensor, got {type(init).__name__}")
     check_choice(init, "init", CP_INITS)
@@ -109,7 +133,8 @@ def cp(
         Real array of order at least 2, any backend.  Single precision is
         computed in double precision and returned in single precision.
     rank
-        Number of rank-one terms ``R`` (any positive integer; it may exceed
+        Number of rank-one terms ``R``, from 1 to ``prod(shape) / max(shape)``
+        (the rank at which every tensor of that shape is exact; it may exceed
         every mode's size).
     method
         ``"als"`` (default) or ``"lm"``; see the module docs.
@@ -120,7 +145,14 @@ def cp(
         Iteration limit (an ALS sweep or an LM step); 0 returns the
         initialization.
     tol
-        Stop when the relative error changes by at most ``tol`` in an iteration.
+        Stop (``converged``) when the relative error ``e`` fell by at most a
+        fraction ``tol`` over the last ``W = 30`` iterations,
+        ``e_{k-W} - e_k <= tol * e_{k-W}`` (a window, so that a swamp, where
+        the error can stand still for twenty sweeps before it falls, is not
+        taken for convergence).  LM also stops when no step decreases the
+        error at working precision.  ``tol=0`` runs all ``max_iter``
+        iterations; only an exact fit or an exactly zero gradient (LM) ends
+        it sooner.
     seed
         Seed of the random columns of ``"svd"``/``"random"`` initialization;
         the same seed gives the same result.
@@ -134,8 +166,10 @@ def cp(
     -------
     CPTensor
         With ``history`` (relative error after each iteration, non-increasing
-        unless ``ridge > 0``; computed without the dense model, so resolved to
-        about 1e-8 relative) and ``converged``.
+        unless ``ridge > 0``) and ``converged``.  ALS computes the error
+        without the dense model, resolved to about 1e-8 relative (below that
+        the window rule sees rounding noise and stops within about ``W``
+        sweeps); LM measures it on the dense residual, to about 1e-15.
 
     Examples
     --------
@@ -150,7 +184,7 @@ def cp(
     x = check_array(tensor, "tensor", min_ndim=2)
     if B.is_complex(x):
         raise TypeError(f"tensor must be real for cp (float32 or float64), got {B.dtype_name(x)}")
-    rank = check_positive_int(rank, "rank")
+    rank = check_rank(rank, x.shape)
     check_choice(method, "method", CP_METHODS)
     max_iter = check_nonnegative_int(max_iter, "max_iter")
     tol = check_nonnegative_real(tol, "tol")
@@ -161,9 +195,11 @@ def cp(
     if method != "als" and ridge:
         raise ValueError(f"ridge applies to method='als' only, got ridge={ridge} with method={method!r}")
     dtype = B.dtype_name(x)
-    work = B.astype(x, B.WORKING_DTYPES[dtype])
-    weights, factors = _initial_model(work, rank, init, rng)
+    # fit the tensor scaled exactly by a power of two when its entries are so large or small that
+    # squared norms would overflow or underflow; the weights are scaled back at the end
+    work, exponent = B.unit_scaled(B.astype(x, B.WORKING_DTYPES[dtype]))
+    weights, factors = _initial_model(work, rank, init, rng, exponent)
     options = {"ridge": ridge, "line_search": line_search} if method == "als" else {}
     weights, factors, history, converged = CP_METHODS[method](work, weights, factors, max_iter, tol, **options)
-    weights, factors = canonical(weights, factors)
+    weights, factors = canonical(B.times_power_of_two(weights, exponent), factors)
     return CPTensor(B.astype(weights, dtype), [B.astype(f, dtype) for f in factors], history, converged)

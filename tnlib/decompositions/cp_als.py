@@ -26,7 +26,7 @@ from typing import Any
 import autoray as ar
 
 from tnlib import _backend as B
-from tnlib.decompositions.cp_fit import balance, gram, hadamard_except, normalize, rel_error_from
+from tnlib.decompositions.cp_fit import balance, gram, hadamard_except, normalize, rel_error_from, stalled
 from tnlib.decompositions.cp_mttkrp import DimensionTree
 
 Array = Any
@@ -46,14 +46,15 @@ def als(
 ) -> tuple[Array, list[Array], list[float], bool]:
     """Run ALS sweeps from a CP model; return ``(weights, factors, history, converged)``.
 
-    Stops when the relative error changes by at most ``tol`` in one iteration
-    (``converged``) or after ``max_iter`` iterations.
+    Stops (``converged``) when the relative error fell by at most a fraction
+    ``tol`` over the last ``STOP_WINDOW`` sweeps (:func:`stalled`), else after
+    ``max_iter`` sweeps; ``tol = 0`` always runs ``max_iter`` sweeps (the error
+    is estimated without the dense model, so ALS cannot tell an exact fit).
     """
     tree = DimensionTree(tensor.shape)
     norm_sq = B.frobenius_norm(tensor) ** 2
     weights, factors = normalize(balance(weights, factors))
     grams = [gram(f) for f in factors]
-    error = rel_error_from(norm_sq, tree.projections(tensor, factors), weights, grams)
     history: list[float] = []
     eta = ETA_START
     ridge_matrix = ar.do("diag", ar.do("ones_like", weights)) * ridge if ridge else 0.0
@@ -71,19 +72,18 @@ def als(
         tree.sweep(tensor, factors, update)
         # <T, T~> from the last mode's MTTKRP, which used the final factors of the other modes
         projections = ar.do("sum", last["mttkrp"] * factors[-1], axis=0)
-        new_error = rel_error_from(norm_sq, projections, weights, grams)
+        error = rel_error_from(norm_sq, projections, weights, grams)
         if line_search:
             swept = balance(weights, factors)
             trial_weights, trial = normalize([y + eta * (y - s) for y, s in zip(swept, start)])
             trial_grams = [gram(f) for f in trial]
             trial_error = rel_error_from(norm_sq, tree.projections(tensor, trial), trial_weights, trial_grams)
-            if trial_error < new_error:
-                weights, factors[:], grams[:], new_error = trial_weights, trial, trial_grams, trial_error
+            if trial_error < error:
+                weights, factors[:], grams[:], error = trial_weights, trial, trial_grams, trial_error
                 eta = min(2 * eta, ETA_MAX)
             else:
                 eta = max(eta / 2, ETA_MIN)
-        history.append(new_error)
-        change, error = abs(error - new_error), new_error
-        if change <= tol:
+        history.append(error)
+        if stalled(history, tol):
             return weights, factors, history, True
     return weights, factors, history, False

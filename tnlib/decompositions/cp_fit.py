@@ -6,9 +6,13 @@ With factor Gram matrices ``G_k = A_k^T A_k`` and projections
     ||T - T~||^2 = ||T||^2 - 2 w^T b + w^T (G_1 * ... * G_N) w       (* elementwise),
 
 which costs no dense reconstruction.  It suffers cancellation once the error
-falls to about ``sqrt(eps) ||T||`` (1.5e-8 relative in double precision), so the
-algorithms use it to steer and to stop, and :meth:`CPTensor.rel_error` measures
+falls to about ``sqrt(eps) ||T||`` (1.5e-8 relative in double precision).  ALS
+steers and stops by it; LM measures its trial points on the dense residual
+(:mod:`tnlib.decompositions.cp_lm`), and :meth:`CPTensor.rel_error` measures
 densely.
+
+Both algorithms stop by the same rule, :func:`stalled`: the relative error
+fell by at most a fraction ``tol`` over the last ``STOP_WINDOW`` iterations.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Any
 import autoray as ar
 
 Array = Any
+
+#: Iterations over which :func:`stalled` measures the decrease of the error.
+STOP_WINDOW = 30
 
 
 def gram(matrix: Array) -> Array:
@@ -47,6 +54,25 @@ def rel_error_from(norm_sq: float, projections: Array, weights: Array, grams: Se
     if norm_sq == 0:
         return 0.0 if model_sq == 0 else math.inf
     return math.sqrt(max(error_sq, 0.0) / norm_sq)
+
+
+def stalled(history: Sequence[float], tol: float, window: int = STOP_WINDOW) -> bool:
+    """The stopping rule of ALS and LM: the error fell by at most a fraction ``tol`` in ``window`` iterations.
+
+    With ``e_k`` the relative error after iteration ``k`` (``history[k - 1]``),
+    the run stops after iteration ``k >= window + 1`` when
+
+        tol > 0   and   e_{k - window} - e_k <= tol * e_{k - window}.
+
+    One slow iteration does not stop it: in a swamp the error may not move in
+    ten sweeps and then fall by orders of magnitude.  An increase counts as no
+    decrease.  ``tol = 0`` never stops, so the run makes all ``max_iter``
+    iterations (the algorithms' exact-fit exits aside).
+    """
+    if tol <= 0 or len(history) <= window:
+        return False
+    before = history[-1 - window]
+    return before - history[-1] <= tol * before
 
 
 def column_norms(matrix: Array) -> Array:

@@ -23,6 +23,18 @@ and ``mu`` is scaled by ``max(1/3, 1 - (2 rho - 1)^3)``; otherwise it is refused
 and ``mu`` grows by a factor that doubles with each refusal.  Only decreases are
 taken, so the error history never increases.  Lebedev et al. (2015) used
 this method for conv kernels because ALS stalls in long swamps.
+
+The actual decrease is measured on the dense residual, ``||T - T~||_F`` with
+``T~`` formed explicitly, at every trial point: always, because forming
+``T~`` through the two Khatri-Rao products of the dimension tree's root split
+costs ``2 R prod(d)`` flops, half of what the trial point's MTTKRPs already
+cost, and it is formed ``RESIDUAL_BLOCK`` entries at a time, so it needs no
+memory of the size of ``T``.  The estimate without the dense model
+(:func:`tnlib.decompositions.cp_fit.rel_error_from`) loses all accuracy once
+the error nears ``sqrt(eps)`` (1.5e-8 relative) and cannot resolve the
+decrease of a step in a swamp; measured densely, the error is resolved to
+about ``eps`` relative to ``||T||``, and LM keeps taking the steps that
+decrease it.
 """
 
 from __future__ import annotations
@@ -35,8 +47,9 @@ from typing import Any
 import autoray as ar
 
 from tnlib import _backend as B
-from tnlib.decompositions.cp_fit import balance, gram, hadamard_except, normalize, rel_error_from
+from tnlib.decompositions.cp_fit import balance, gram, hadamard_except, normalize, stalled
 from tnlib.decompositions.cp_mttkrp import DimensionTree
+from tnlib.decompositions.cp_tensor import khatri_rao
 
 Array = Any
 
@@ -46,6 +59,9 @@ TAU = 1e-3
 MU_GROWTH_LIMIT = 1e12
 #: Conjugate-gradient iteration limit and loosest relative residual per LM step.
 CG_MAX_ITER, CG_RTOL = 20, 0.25
+#: Most entries of the dense model formed at a time when measuring the residual.
+RESIDUAL_BLOCK = 2**20
+
 
 def _dot(a: Array, b: Array) -> float:
     return float(ar.do("sum", a * b))
@@ -74,6 +90,26 @@ def _pcg(apply: Callable[[Array], Array], precondition: Callable[[Array], Array]
     return x, residual
 
 
+def residual_sq(tree: DimensionTree, tensor: Array, factors: Sequence[Array]) -> float:
+    """``||T - [[A_1, ..., A_N]]||_F^2`` from the dense model, formed a block of rows at a time.
+
+    With ``k`` the root split of ``tree``, ``T`` is viewed as the
+    ``prod(d_1..d_k) x prod(d_k+1..d_N)`` matrix ``T_(k)`` and the model as
+    ``L R^T``, ``L`` and ``R`` the Khatri-Rao products of the two groups'
+    factors; each block of at most ``RESIDUAL_BLOCK`` entries (at least one
+    row) of ``T_(k) - L R^T`` is formed and its squares summed.
+    """
+    k = tree.splits[(0, len(tree.shape))]
+    matrix = ar.do("reshape", tensor, (math.prod(tree.shape[:k]), -1))
+    left, right = khatri_rao(factors[:k]), khatri_rao(factors[k:])
+    rows = max(1, RESIDUAL_BLOCK // matrix.shape[1])
+    total = 0.0
+    for i in range(0, matrix.shape[0], rows):
+        block = matrix[i : i + rows] - left[i : i + rows] @ right.T
+        total += _dot(block, block)
+    return total
+
+
 class _Point:
     """Balanced factors, stacked into one ``(sum d_n, R)`` matrix, with their Grams, MTTKRPs and error."""
 
@@ -84,9 +120,8 @@ class _Point:
         self.factors = [stacked[block] for block in self.blocks]
         self.grams = [gram(f) for f in self.factors]
         self.mttkrps = tree.all(tensor, self.factors)
-        ones = ar.do("ones_like", stacked[0])
-        projections = ar.do("sum", self.mttkrps[0] * self.factors[0], axis=0)
-        self.error = rel_error_from(norm_sq, projections, ones, self.grams)
+        self.residual_sq = residual_sq(tree, tensor, self.factors)
+        self.error = math.sqrt(self.residual_sq / norm_sq) if norm_sq > 0 else math.sqrt(self.residual_sq)
         self.gammas = [hadamard_except(self.grams, n) for n in range(len(self.factors))]
 
     def gradient(self) -> Array:
@@ -124,10 +159,18 @@ def lm(
 ) -> tuple[Array, list[Array], list[float], bool]:
     """Run LM steps from a CP model; return ``(weights, factors, history, converged)``.
 
-    Stops when a taken step changes the relative error by at most ``tol``, when
-    the damping has grown ``MU_GROWTH_LIMIT``-fold without a step being taken
-    (no step changes the error at working precision; ``converged``), or after
-    ``max_iter`` iterations (one iteration = one step tried).
+    One iteration tries one step; its error is appended to the history,
+    taken or not.  The run stops (``converged``) when
+
+    * the fit is exact (a zero dense residual) or the gradient is exactly zero
+      (no step can move the model);
+    * ``tol > 0`` and the damping has grown ``MU_GROWTH_LIMIT``-fold without a
+      step being taken (no step decreases the error at working precision);
+    * ``tol > 0`` and the relative error fell by at most a fraction ``tol``
+      over the last ``STOP_WINDOW`` iterations (:func:`stalled`);
+
+    else after ``max_iter`` iterations.  With ``tol = 0`` the damping is held
+    at ``MU_GROWTH_LIMIT`` times its floor instead, and every iteration is run.
     """
     tree = DimensionTree(tensor.shape)
     norm_sq = B.frobenius_norm(tensor) ** 2
@@ -146,25 +189,27 @@ def lm(
         if first_gradient_norm is None:
             first_gradient_norm = gradient_norm
             mu = mu_floor = TAU * max(float(ar.do("max", ar.do("diag", g))) for g in point.gammas)
-        if gradient_norm == 0 or mu > MU_GROWTH_LIMIT * mu_floor:
+        if point.residual_sq == 0 or gradient_norm == 0:
             return *normalize(point.factors), history, True
+        if mu > MU_GROWTH_LIMIT * mu_floor:
+            if tol > 0:
+                return *normalize(point.factors), history, True
+            mu, growth = MU_GROWTH_LIMIT * mu_floor, 2.0
         step, residual = _pcg(point.normal_matrix_product(mu), point.block_jacobi(mu), gradient,
                               min(CG_RTOL, math.sqrt(gradient_norm / first_gradient_norm)))
         predicted = 0.5 * (_dot(gradient, step) + _dot(step, residual) + mu * _dot(step, step))
         moved = point.stacked + step
         trial = point_at([moved[block] for block in point.blocks])
-        actual = 0.5 * norm_sq * (point.error**2 - trial.error**2)
+        actual = 0.5 * (point.residual_sq - trial.residual_sq)
         rho = actual / predicted if predicted > 0 else -1.0
         if rho > 0:
-            change = point.error - trial.error
             point = trial
             mu *= max(1 / 3, 1 - (2 * rho - 1) ** 3)
             mu_floor, growth = min(mu_floor, mu), 2.0
-            history.append(point.error)
-            if change <= tol:
-                return *normalize(point.factors), history, True
         else:
             mu *= growth
             growth *= 2
-            history.append(point.error)
+        history.append(point.error)
+        if stalled(history, tol):
+            return *normalize(point.factors), history, True
     return *normalize(point.factors), history, False

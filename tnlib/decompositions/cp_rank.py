@@ -18,8 +18,8 @@ from typing import Any
 import autoray as ar
 import numpy as np
 
-from tnlib._validation import check_array, check_fraction, check_positive_int, check_seed
-from tnlib.decompositions.cp import _initial_model, cp
+from tnlib._validation import check_array, check_fraction, check_seed
+from tnlib.decompositions.cp import _initial_model, check_rank, cp
 from tnlib.decompositions.cp_tensor import CPTensor
 
 Array = Any
@@ -74,7 +74,8 @@ def cp_rank(
         The target, in [0, 1].
     max_rank
         The largest rank to try; by default ``prod(shape) / max(shape)``, a
-        rank at which every tensor has an exact CP decomposition.
+        rank at which every tensor has an exact CP decomposition (a larger
+        one is refused).
     method, max_iter, tol, seed
         Passed to :func:`tnlib.cp` for every fit.
 
@@ -94,7 +95,7 @@ def cp_rank(
     x = check_array(tensor, "tensor", min_ndim=2)
     rel_error = check_fraction(rel_error, "rel_error")
     bound = math.prod(x.shape) // max(x.shape)
-    max_rank = bound if max_rank is None else check_positive_int(max_rank, "max_rank")
+    max_rank = bound if max_rank is None else check_rank(max_rank, x.shape, "max_rank")
     rng = check_seed(seed)
     fits: dict[int, CPTensor] = {}
     curve: dict[int, float] = {}

@@ -13,6 +13,7 @@ from typing import Any
 
 import autoray as ar
 
+from tnlib._validation import check_array
 from tnlib.decompositions.base import FactorizedTensor
 
 Array = Any
@@ -43,6 +44,11 @@ def balanced_split(dims: Sequence[int]) -> int:
 class CPTensor(FactorizedTensor):
     """A weighted sum of ``rank`` rank-one tensors.
 
+    The weights (shape ``(R,)``) and factors (shapes ``(d_n, R)``) must be
+    floating arrays of finite values; anything else is refused with a
+    ``ValueError`` or ``TypeError`` naming the argument (``weights`` or
+    ``factors[n]``).
+
     Attributes
     ----------
     weights
@@ -60,12 +66,13 @@ class CPTensor(FactorizedTensor):
 
     def __init__(self, weights: Array, factors: Sequence[Array], history: Sequence[float] = (),
                  converged: bool = False) -> None:
-        factors = list(factors)
+        weights = check_array(weights, "weights", ndim=1)
+        factors = [check_array(factor, f"factors[{n}]", ndim=2) for n, factor in enumerate(factors)]
         if not factors:
             raise ValueError("factors must hold at least one (d_n, R) matrix")
         rank = weights.shape[0]
         for n, factor in enumerate(factors):
-            if factor.ndim != 2 or factor.shape[1] != rank:
+            if factor.shape[1] != rank:
                 raise ValueError(f"factors[{n}] must have shape (d_{n}, {rank}), got {tuple(factor.shape)}")
         self.weights, self.factors = weights, factors
         self.history, self.converged = list(history), bool(converged)

@@ -26,6 +26,7 @@ of what is left, which guarantees ``||T - T~|| <= rel_error ||T||``.
 
 from __future__ import annotations
 
+import cmath
 import math
 import numbers
 import string
@@ -36,11 +37,18 @@ import autoray as ar
 import numpy as np
 
 from tnlib import _backend as B
-from tnlib._validation import check_array, check_choice, check_positive_int, check_seed
+from tnlib._validation import (
+    check_array,
+    check_choice,
+    check_ordered,
+    check_positive_int,
+    check_same_backend,
+    check_seed,
+)
 from tnlib.cuts import Cut, resolve_labels
 from tnlib.decompositions.base import ErrorBudget, FactorizedTensor
 from tnlib.spectrum import Spectrum
-from tnlib.svd import SVD_METHODS, squared_singular_values
+from tnlib.svd import SVD_METHODS, singular_values_checked
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
 Array = Any
@@ -96,9 +104,10 @@ class MPS(FactorizedTensor):
         Raises ``ValueError`` unless every core has three indices, the outer
         bonds are 1 and neighbouring bonds match.
         """
-        cores = [check_array(core, f"cores[{k}]", ndim=3) for k, core in enumerate(cores)]
+        cores = [check_array(core, f"cores[{k}]", ndim=3) for k, core in enumerate(check_ordered(cores, "cores"))]
         if not cores:
             raise ValueError("cores must hold at least one core")
+        check_same_backend(cores, "cores", reference_name="cores[0]")
         if cores[0].shape[0] != 1 or cores[-1].shape[2] != 1:
             raise ValueError(
                 f"the outer bonds must be 1: cores[0] has left bond {cores[0].shape[0]}, "
@@ -230,8 +239,8 @@ class MPS(FactorizedTensor):
         self._check_bond(bond)
         self.canonicalize(bond)
         left, dim, right = self.cores[bond].shape
-        sq = squared_singular_values(ar.do("reshape", self.cores[bond], (left * dim, right)))
-        values = np.sqrt(np.clip(B.to_host(sq).astype(np.float64), 0.0, None))
+        values = B.to_host(singular_values_checked(ar.do("reshape", self.cores[bond], (left * dim, right))))
+        values = np.clip(values.astype(np.float64), 0.0, None)
         rows = math.prod(self.site_dims[: bond + 1])
         cut = self.bond_cut(bond)
         return Spectrum(values, cut, (rows, math.prod(self.site_dims) // rows))
@@ -280,6 +289,7 @@ class MPS(FactorizedTensor):
     def _check_compatible(self, other: Any, name: str) -> None:
         if not isinstance(other, MPS):
             raise TypeError(f"{name} must be an MPS, got {type(other).__name__}")
+        check_same_backend(other.cores, f"{name}'s cores", self.cores[0], "this MPS's cores")
         if (other.site_dims, other.labels, other.order, other.shape) != (
             self.site_dims, self.labels, self.order, self.shape
         ):
@@ -303,9 +313,11 @@ class MPS(FactorizedTensor):
         return MPS(cores, self.labels, self.order, self.shape, self.factors)
 
     def __mul__(self, scalar: float | complex) -> MPS:
-        """The MPS times a scalar (on the centre core, keeping the canonical form)."""
+        """The MPS times a finite scalar (on the centre core, keeping the canonical form)."""
         if not isinstance(scalar, numbers.Number) or isinstance(scalar, bool):
             return NotImplemented
+        if not cmath.isfinite(complex(scalar)):
+            raise ValueError(f"scalar must be finite to multiply an MPS, got {scalar!r}")
         out = self.copy()
         site = self.center if self.center is not None else 0
         out.cores[site] = out.cores[site] * scalar

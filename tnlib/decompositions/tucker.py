@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import autoray as ar
 
 from tnlib import _backend as B
-from tnlib._validation import check_array, check_choice, check_fraction, check_positive_int
+from tnlib._validation import check_array, check_choice, check_fraction, check_ordered, check_positive_int
 from tnlib.decompositions.base import ErrorBudget, FactorizedTensor, truncate_keeping_one
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
@@ -145,11 +145,19 @@ def _sthosvd(x, modes, ranks, rel_error, max_iter, tol):
     return core, factors, steps
 
 
+def _relative_error_sq(core: Array, norm: float) -> float:
+    """``||T - T~||**2 / ||T||**2 = 1 - (||G|| / ||T||)**2`` for orthonormal factors (0 for a zero tensor).
+
+    A ratio of norms, so that no scale of ``T`` overflows or underflows it.
+    """
+    return 1.0 - (B.frobenius_norm(core) / norm) ** 2 if norm > 0 else 0.0
+
+
 def _hooi(x, modes, ranks, rel_error, max_iter, tol):
     core, factors, steps = _sthosvd(x, modes, ranks, rel_error, max_iter, tol)
     ranks = [u.shape[1] for u in factors]
-    norm_sq = B.frobenius_norm(x) ** 2
-    error_sq = norm_sq - B.frobenius_norm(core) ** 2
+    norm = B.frobenius_norm(x)
+    error_sq = _relative_error_sq(core, norm)
     # A mode kept at full rank has a square orthogonal factor: projecting on it changes no
     # other mode's singular subspace, so the sweeps update and project only the truncated modes.
     active = [k for k, mode in enumerate(modes) if ranks[k] < x.shape[mode]]
@@ -163,8 +171,8 @@ def _hooi(x, modes, ranks, rel_error, max_iter, tol):
         core = x
         for mode, u in zip(modes, factors):
             core = mode_product(core, B.conj_transpose(u), mode)
-        new_error_sq = norm_sq - B.frobenius_norm(core) ** 2
-        change = abs(error_sq - new_error_sq) / norm_sq if norm_sq > 0 else 0.0
+        new_error_sq = _relative_error_sq(core, norm)
+        change = abs(error_sq - new_error_sq)
         error_sq = new_error_sq
         if change <= tol:
             break
@@ -177,6 +185,8 @@ TUCKER_METHODS: dict[str, Callable] = {"hosvd": _hosvd, "sthosvd": _sthosvd, "ho
 def _check_modes(modes: Any, ndim: int) -> tuple[int, ...]:
     if modes is None:
         return tuple(range(ndim))
+    if not isinstance(check_ordered(modes, "modes"), Iterable):
+        raise TypeError(f"modes must be None or a sequence of distinct integers in [0, {ndim - 1}], got {modes!r}")
     modes = tuple(modes)
     for m in modes:
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 0 <= m < ndim:
@@ -189,7 +199,12 @@ def _check_modes(modes: Any, ndim: int) -> tuple[int, ...]:
 def _check_ranks(ranks: Any, modes: tuple[int, ...], shape: tuple[int, ...]) -> list[int | None]:
     if ranks is None:
         return [None] * len(modes)
-    ranks = [ranks] * len(modes) if isinstance(ranks, numbers.Integral) else list(ranks)
+    if isinstance(ranks, numbers.Integral):
+        ranks = [ranks] * len(modes)
+    elif isinstance(ranks, Sequence) and not isinstance(ranks, str):
+        ranks = list(ranks)
+    else:
+        raise TypeError(f"ranks must be None, a positive int or a sequence of them (one per mode), got {ranks!r:.60}")
     if len(ranks) != len(modes):
         raise ValueError(f"ranks must be an int or one int per mode in modes {modes}, got {len(ranks)} values")
     out = []

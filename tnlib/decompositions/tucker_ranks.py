@@ -210,6 +210,8 @@ def evbmf_rank(matrix: Array, sigma2: float | None = None) -> int:
     a = check_array(matrix, "matrix", ndim=2)
     _check_real(a, "matrix")
     sigma2 = _check_sigma2(sigma2)
+    a, exponent = B.unit_scaled(a)  # exact; a known noise variance scales with the square
+    sigma2 = None if sigma2 is None else math.ldexp(sigma2, -2 * exponent)
     return _evbmf(_squared_values(a), a.shape[0], a.shape[1], sigma2)[0]
 
 
@@ -279,6 +281,7 @@ def tucker_ranks(
     rel_error = None if rel_error is None else check_fraction(rel_error, "rel_error")
     if rule == "evbmf":
         _check_real(x, "tensor")
+    x, _ = B.unit_scaled(x)  # exact, and both rules are scale-invariant
     ranks = []
     for mode in modes:
         matrix = unfold(x, mode)

@@ -26,7 +26,7 @@ from tnlib_torch._geometry import check_count
 from tnlib_torch.compress import METHODS
 from tnlib_torch.models import MODELS
 
-__all__ = ["DATASETS", "GRID", "KERNEL_CUTS", "NOT_FINGERPRINTED", "StudyConfig"]
+__all__ = ["DATASETS", "GRID", "KERNEL_CUTS", "NOT_FINGERPRINTED", "StudyConfig", "checked_fields"]
 
 #: The data sets known by name; any other ``dataset`` is the path of an image folder.
 DATASETS = ("digits", "cifar10", "cifar100")
@@ -231,12 +231,9 @@ class StudyConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            object.__setattr__(self, field.name, _CHECKS[field.name](getattr(self, field.name), field.name))
-        if self.recovery_levels > len(self.levels):
-            raise ValueError(
-                f"recovery_levels = {self.recovery_levels} exceeds the {len(self.levels)} level(s) of levels"
-            )
+        values = checked_fields({field.name: getattr(self, field.name) for field in dataclasses.fields(self)})
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON data: tuples become lists."""
@@ -296,6 +293,29 @@ _CHECKS: dict[str, Check] = {
     "seed": _count(0),
     "device": _check_device,
 }
+
+
+def checked_fields(values: Mapping[str, Any], label: Callable[[str], str] = str) -> dict[str, Any]:
+    """Every field of :class:`StudyConfig` in ``values`` checked and normalized as the config stores it.
+
+    Parameters
+    ----------
+    values : mapping
+        A value for each field, by name.
+    label : callable
+        How a message names the field ``name``: ``label(name)``, e.g. its command-line option
+        (default: the field's name).
+
+    Raises
+    ------
+    TypeError, ValueError
+        The first bad value, named by ``label``; ``recovery_levels`` above the number of ``levels``.
+    """
+    checked = {name: _CHECKS[name](value, label(name)) for name, value in values.items()}
+    if checked["recovery_levels"] > len(checked["levels"]):
+        raise ValueError(f"{label('recovery_levels')} = {checked['recovery_levels']} exceeds the "
+                         f"{len(checked['levels'])} level(s) of {label('levels')}")
+    return checked
 
 
 def _check_names(data: Mapping[str, Any]) -> None:

@@ -14,7 +14,11 @@
   ... ``"resnet110"``) get the ``"cifar-resnet"`` normalization instead, the one their published
   checkpoints were trained with.  ``eval_samples`` keeps the first ``eval_samples`` test images of a
   permutation seeded by ``seed`` (in data set order, not stratified); ``train_samples`` keeps training
-  images the same way.
+  images the same way.  :func:`fetch_data` downloads a missing CIFAR into ``data_root`` first.
+
+What :func:`~tnlib_torch.study.pipeline.run_study` checks before it opens the output folder, besides the
+inputs: the device (:func:`check_device`) and the checkpoint file (:func:`check_checkpoint`, before the
+data is read).
 
 The same config gives the same inputs in every process, which is how the study's workers rebuild the model
 and the data themselves.
@@ -26,6 +30,7 @@ import functools
 import importlib
 import inspect
 import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +44,9 @@ from tnlib_torch.data import cifar10, cifar100, digits, image_folder, loader
 from tnlib_torch.models import CIFAR_RESNET_DEPTHS, MODELS, build_model
 from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.surgery import select_convs
+from tnlib_torch.weights import _read_state_dict
 
-__all__ = ["StudyInputs", "resolve_inputs", "select_layers"]
+__all__ = ["StudyInputs", "check_checkpoint", "check_device", "fetch_data", "resolve_inputs", "select_layers"]
 
 #: The models normalized as their published checkpoints were trained (ImageNet statistics).
 _CIFAR_RESNETS = frozenset(f"resnet{depth}" for depth in CIFAR_RESNET_DEPTHS)
@@ -135,6 +141,51 @@ def select_layers(model: nn.Module, patterns: tuple[str, ...]) -> list[str]:
     return names
 
 
+def check_device(device: str, name: str = "device") -> None:
+    """Refuse a ``device`` this machine does not have (``"cuda"`` without CUDA, ``"cuda:3"`` with two GPUs).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name``, when torch cannot put a tensor on ``device``.
+    """
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:  # AssertionError: a torch built without CUDA
+        raise ValueError(f"{name} {device!r} is not available on this machine ({' '.join(str(error).split())}); "
+                         "choose one it has, e.g. cpu") from None
+
+
+def check_checkpoint(path: str) -> None:
+    """Refuse a checkpoint file that is missing, or that ``torch.load(..., weights_only=True)`` does not read
+    as a state dict (an empty or foreign file, a pickle that would run code); whether it fits the model is
+    checked once the model is built (:func:`tnlib_torch.load_checkpoint`).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming the file.
+    """
+    with warnings.catch_warnings():  # torch's note on a pickle protocol: the load of a good file repeats it
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        _read_state_dict(Path(path).expanduser())
+
+
+def fetch_data(config: StudyConfig) -> None:
+    """Download ``config``'s CIFAR into its ``data_root`` if it is missing there (md5-checked); other data
+    sets need no download.
+
+    Raises
+    ------
+    ValueError
+        CIFAR without ``data_root``.
+    ConnectionError, RuntimeError
+        The download failed, or the archive failed its checks (see :func:`tnlib_torch.cifar10`).
+    """
+    if config.dataset in _CIFAR:
+        _CIFAR[config.dataset](_data_root(config.dataset, config.data_root), train=False, download=True)
+
+
 # -- the model -------------------------------------------------------------------------------------------------------
 
 def _factory(spec: str, num_classes: int, in_channels: int) -> Callable[[], Any]:
@@ -205,14 +256,20 @@ def _datasets(config: StudyConfig) -> tuple[Dataset, Dataset, list[str]]:
     return _image_folders(Path(config.dataset).expanduser(), normalize or "cifar10")
 
 
-def _cifar(name: str, root: str | None, normalize: str) -> tuple[Dataset, Dataset, list[str]]:
+def _data_root(name: str, root: str | None) -> str:
     if root is None:
-        raise ValueError(f"dataset {name!r} needs data_root, the folder holding the extracted CIFAR archive")
+        raise ValueError(f"dataset {name!r} needs data_root (--data-root): the folder holding the extracted CIFAR "
+                         "archive, or where download (--download) puts it")
+    return root
+
+
+def _cifar(name: str, root: str | None, normalize: str) -> tuple[Dataset, Dataset, list[str]]:
     read = _CIFAR[name]
     try:
-        train_set = read(root, train=True, normalize=normalize, augment=True)
+        train_set = read(_data_root(name, root), train=True, normalize=normalize, augment=True)
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"{error}. Fetch it once with tnlib_torch.{name}({root!r}, download=True)") from None
+        raise FileNotFoundError(f"{error}. In a study: run_study(..., download=True), or tnlib study --download, "
+                                "fetches it; or point data_root (--data-root) at the folder holding it") from None
     return train_set, read(root, train=False, normalize=normalize), train_set.classes
 
 

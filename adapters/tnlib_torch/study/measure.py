@@ -67,7 +67,7 @@ from tnlib_torch._geometry import check_count
 from tnlib_torch.accounting import count_params
 from tnlib_torch.compress import compress
 from tnlib_torch.surgery import LayerReport, select_convs, truncate_model_
-from tnlib_torch.train import evaluate, fine_tune
+from tnlib_torch.train import TrainingDiverged, evaluate, fine_tune
 
 __all__ = [
     "ALL",
@@ -233,14 +233,23 @@ def _fine_tuned(model: nn.Module, train_loader: Loader, test_loader: Loader, epo
     generator = getattr(train_loader, "generator", None)
     if isinstance(generator, torch.Generator):
         generator.manual_seed(seed)
-    history = fine_tune(model, train_loader, epochs, lr=lr, seed=seed, progress=False, val_loader=test_loader)
+    try:
+        history = fine_tune(model, train_loader, epochs, lr=lr, seed=seed, progress=False, val_loader=test_loader)
+        diverged = None
+    except TrainingDiverged as error:  # a finding of the run (lr too high for the model), not a failure
+        history, diverged = error.history, error
     per_epoch = [
         {"epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_top1": r.train_top1,
          **{name: r.val[name] for name in _METRICS}}
         for r in history.records
     ]
+    if diverged is not None:  # the model as it ended, in the epoch that diverged
+        per_epoch.append({"epoch": diverged.epoch, "lr": lr, "train_loss": None, "train_top1": None,
+                          **_metrics(model, test_loader)})
     after = {name: per_epoch[-1][name] for name in _METRICS}
-    return {"epochs": epochs, "lr": lr, "seed": seed, "before": before, "history": per_epoch, "after": after}
+    outcome = {} if diverged is None else {"diverged": str(diverged)}
+    return {"epochs": epochs, "lr": lr, "seed": seed, "before": before, "history": per_epoch, "after": after,
+            **outcome}
 
 
 def _decomposition_fit(method: str, seed: int, cp_max_iter: int) -> dict[str, int] | None:

@@ -56,7 +56,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tnlib_torch.study.config import StudyConfig
-from tnlib_torch.study.inputs import StudyInputs
+from tnlib_torch.study.inputs import StudyInputs, check_checkpoint, check_device, fetch_data
 from tnlib_torch.study.measure import ALL
 from tnlib_torch.study.report import write_report
 from tnlib_torch.study.runner import Task, TaskOutput, cached_inputs, check_placement, open_runner
@@ -109,7 +109,7 @@ class StudyResult:
 
 
 def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = None, scheduler: str | None = None,
-              force: bool = False, progress: bool = True) -> StudyResult:
+              force: bool = False, progress: bool = True, download: bool = False) -> StudyResult:
     """Run (or resume) the study of ``config`` in the folder ``output``.
 
     Parameters
@@ -127,6 +127,8 @@ def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = 
         (:meth:`~tnlib_torch.study.store.ResultStore.open`).
     progress : bool
         Show progress bars: the baseline's training epochs, then the tasks with their ETA.
+    download : bool
+        Download CIFAR into ``config.data_root`` if it is missing there (:func:`~tnlib_torch.study.inputs.fetch_data`).
 
     Returns
     -------
@@ -135,14 +137,22 @@ def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = 
     Raises
     ------
     ValueError, TypeError, ImportError, FileNotFoundError
-        An unusable model or data set (:func:`~tnlib_torch.study.inputs.resolve_inputs`), a folder of
-        another study without ``force`` or a checkpoint whose contents changed since the study started.
+        A device this machine lacks, Dask missing for ``workers`` or ``scheduler``, a missing or unreadable
+        checkpoint or one that does not fit the model, an unusable model or data set
+        (:func:`~tnlib_torch.study.inputs.resolve_inputs`), a folder of another study without ``force``, or a
+        checkpoint whose contents changed since the study started.
+    FolderInUseError
+        Another run holds the folder.
     ConnectionError
-        No scheduler answers at ``scheduler`` (nothing is lost: run again to resume).
+        No scheduler answers at ``scheduler``, or the download failed.
 
     Notes
     -----
-    The data is read and the model checked before the folder is touched.  Then the baseline: the
+    Everything is checked before the folder is created or changed, in this order: the arguments, the
+    device, that Dask is installed (for ``workers`` or ``scheduler``), the checkpoint file, the data
+    (downloaded first with ``download``), the model, the checkpoint's fit to it, the scheduler's answer (or
+    the local cluster's start), and last the folder itself (its lock, then its study; a refused folder is
+    left as it was).  Then the baseline: the
     checkpoint's weights, or the model trained for ``train_epochs`` (all of torch's threads) and kept in
     ``baseline.pt``.  Every task then runs on one thread, in this process or on a worker, from the config
     and those weights.  ``workers`` spawns its processes, which import the main module again: a script
@@ -151,15 +161,22 @@ def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = 
     started = time.perf_counter()
     if not isinstance(config, StudyConfig):
         raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be True or False, got {progress!r}")
+    for name, flag in (("progress", progress), ("download", download)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     check_placement(workers, scheduler)
+    check_device(config.device)
+    if config.checkpoint is not None:
+        check_checkpoint(config.checkpoint)
+    if download:
+        fetch_data(config)
     cached_inputs.cache_clear()  # read the data afresh; the serial tasks then reuse it
     inputs = cached_inputs(config)
-    with ResultStore.open(output, config, force) as store, open_runner(workers, scheduler) as run:
+    checkpoint = None if config.checkpoint is None else _weights(inputs, config, Path(config.checkpoint).expanduser())
+    with open_runner(workers, scheduler) as run, ResultStore.open(output, config, force) as store:
         timings = _Timings(store)
         with timings.stage("training"):
-            state = _baseline_state(store, config, inputs, progress)
+            state = _baseline_state(store, config, inputs, progress, checkpoint)
         tasks = plan_tasks(config, inputs.layers)
         pending = [task for task in tasks if not all(store.done(key) for key in task.keys)]
         bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc="study", unit="task",
@@ -212,29 +229,44 @@ def _single(stage: str, *args: Any) -> Task:
 
 # -- the baseline ----------------------------------------------------------------------------------------------------
 
-def _baseline_state(store: ResultStore, config: StudyConfig, inputs: StudyInputs, progress: bool) -> bytes:
-    """The baseline weights as ``torch.save`` bytes: the checkpoint's, or trained once and kept in ``baseline.pt``.
+@dataclass(frozen=True)
+class _Weights:
+    """The baseline's weights: their file, the state dict as ``torch.save`` bytes, the file's sha256."""
+
+    path: Path
+    state: bytes
+    sha256: str
+
+
+def _weights(inputs: StudyInputs, config: StudyConfig, path: Path) -> _Weights:
+    """The weights of the file ``path``, loaded into the model (refused if they do not fit it)."""
+    model = inputs.model(config.seed)
+    load_checkpoint(model, path)
+    return _Weights(path, _state_bytes(model), hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _baseline_state(store: ResultStore, config: StudyConfig, inputs: StudyInputs, progress: bool,
+                    checkpoint: _Weights | None) -> bytes:
+    """The baseline weights as ``torch.save`` bytes: the ``checkpoint``'s, or trained once and kept in ``baseline.pt``.
 
     The manifest's ``baseline`` entry records the weights' file and sha256 once they are final; a resumed
     study refuses a file whose contents changed.
     """
-    model = inputs.model(config.seed)
     recorded = store.manifest().get("baseline")
-    if config.checkpoint is not None:
-        path = Path(config.checkpoint).expanduser()
-    else:
+    weights = checkpoint
+    if weights is None:
         path = store.folder / BASELINE
         if recorded is None:
+            model = inputs.model(config.seed)
             _train(store, config, inputs, model, progress)
             atomic_write_bytes(path, _state_bytes(model))
-    load_checkpoint(model, path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if recorded is not None and recorded["sha256"] != digest:
-        raise ValueError(f"{path} changed since the study in {store.folder} started (sha256 {recorded['sha256']} "
-                         f"then, {digest} now): its records were measured on other weights. Restore the file, or "
-                         "run the study in another folder")
-    store.write_manifest(baseline={"file": str(path), "sha256": digest})
-    return _state_bytes(model)
+        weights = _weights(inputs, config, path)
+    if recorded is not None and recorded["sha256"] != weights.sha256:
+        raise ValueError(f"{weights.path} changed since the study in {store.folder} started (sha256 "
+                         f"{recorded['sha256']} then, {weights.sha256} now): its records were measured on other "
+                         "weights. Restore the file, or run the study in another folder")
+    store.write_manifest(baseline={"file": str(weights.path), "sha256": weights.sha256})
+    return weights.state
 
 
 def _train(store: ResultStore, config: StudyConfig, inputs: StudyInputs, model: torch.nn.Module,

@@ -148,11 +148,14 @@ Runner = Callable[[Sequence[Task], Mapping[str, Any], bytes, OnResult], None]
 
 
 def check_placement(workers: object, scheduler: object) -> None:
-    """Refuse ``workers`` and ``scheduler`` both given, ``workers`` not an int >= 1, or ``scheduler`` not an address.
+    """Refuse ``workers`` and ``scheduler`` both given, ``workers`` not an int >= 1, ``scheduler`` not an address,
+    or either without Dask's ``distributed`` installed.
 
     Raises
     ------
     ValueError, TypeError
+    ImportError
+        Either given, and ``distributed`` cannot be imported.
     """
     if workers is not None and scheduler is not None:
         raise ValueError(f"give workers or scheduler, not both (got workers={workers!r}, scheduler={scheduler!r})")
@@ -160,6 +163,18 @@ def check_placement(workers: object, scheduler: object) -> None:
         check_count(workers, "workers")
     if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
         raise TypeError(f"scheduler must be the address of a Dask scheduler (str), got {scheduler!r}")
+    if workers is not None or scheduler is not None:
+        _distributed()
+
+
+def _distributed() -> Any:
+    """Dask's ``distributed`` module."""
+    try:
+        import distributed
+    except ImportError as error:
+        raise ImportError(f"workers and scheduler (tnlib study --workers, --scheduler) run the study on Dask, and "
+                          f"it is not installed here ({error}): pip install \"tnlib[dask]\"") from error
+    return distributed
 
 
 @contextlib.contextmanager
@@ -209,23 +224,20 @@ def _run_on_dask(client: Any, tasks: Sequence[Task], config: Mapping[str, Any], 
 @contextlib.contextmanager
 def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     """A client of a new local cluster of ``workers`` processes, or of the scheduler at ``scheduler``."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as error:
-        raise ImportError("workers and scheduler run the study on Dask: pip install 'dask[distributed]'") from error
+    distributed = _distributed()
     if scheduler is not None:
         try:
-            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+            client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as error:
             raise ConnectionError(f"no Dask scheduler answers at {scheduler!r} within {CONNECT_TIMEOUT:g} s ({error});"
-                                  " start one (dask scheduler, dask worker ADDRESS), or run with workers=N or "
-                                  "serially; nothing was lost: run again to resume") from error
+                                  " start one (dask scheduler, dask worker ADDRESS), or run with workers=N "
+                                  "(--workers N) or serially") from error
         with client:
             yield client
         return
     # no dashboard, and the scheduler's HTTP endpoints on a free port rather than 8787, which another
     # study (or any Dask cluster) may hold
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           scheduler_kwargs={"dashboard_address": ":0"})
-    with cluster, Client(cluster) as client:
+    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
+    with cluster, distributed.Client(cluster) as client:
         yield client

@@ -6,7 +6,8 @@ A study's folder holds
 - ``manifest.json``: the :class:`~tnlib_torch.study.config.StudyConfig`, its fingerprint, the
   versions of tnlib, torch, numpy and Python, the platform, when the study was created and when
   this run started, and what the pipeline adds (per-stage timings, ...);
-- ``.lock``: held while a :class:`ResultStore` is open, with the pid of its last holder;
+- ``.lock``: held while a :class:`ResultStore` is open, with the pid of the last run that opened the
+  folder;
 - whatever else the pipeline writes (CSV, report, figures), each with :func:`atomic_write_text`
   or :func:`atomic_write_bytes`.
 
@@ -143,7 +144,7 @@ def _decode(line: bytes, number: int, path: Path) -> dict[str, Any]:
     try:
         record = json.loads(line)
         record["key"] = _normalized_key(record["key"])
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, RecursionError) as error:  # RecursionError: nested too deep
         raise ValueError(f"{path}, line {number}, is not a valid record ({error}); the file is corrupt: "
                          "repair or remove that line") from None
     return record
@@ -214,7 +215,7 @@ def _append_line(descriptor: int, line: bytes) -> None:
 # -- the folder's lock and manifest ---------------------------------------------------------------------------------
 
 def _lock(folder: Path) -> int:
-    """Hold ``folder/.lock`` (an ``flock``) and write this process's pid in it; the open descriptor."""
+    """Hold ``folder/.lock`` (an ``flock``); the open descriptor.  :func:`_sign` writes the pid in it."""
     path = folder / LOCK
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -229,9 +230,13 @@ def _lock(folder: Path) -> int:
     except BaseException:
         os.close(descriptor)
         raise
+    return descriptor
+
+
+def _sign(descriptor: int) -> None:
+    """Write this process's pid in the held lock file (once the folder is accepted: a refused one is left as it was)."""
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
-    return descriptor
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -240,7 +245,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise ValueError(f"{path} is not valid JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not the manifest of a study ({FORMAT})")
@@ -278,9 +283,9 @@ def _archive(folder: Path, tag: str) -> None:
 def _start_over(folder: Path, tag: str, reason: str, force: bool) -> dict[str, Any]:
     """Archive the folder's study (with ``force``) and return no entries to keep, or refuse."""
     if not force:
-        raise ValueError(f"{folder} cannot take this study: {reason}. Use another folder, or force=True to "
-                         f"archive its results.jsonl and manifest.json as results.{tag}.jsonl and manifest.{tag}.json "
-                         "and start afresh")
+        raise ValueError(f"{folder} cannot take this study: {reason}. Use another folder, or --force (force=True "
+                         f"in Python) to archive its results.jsonl and manifest.json as results.{tag}.jsonl and "
+                         f"manifest.{tag}.json and start afresh")
     _archive(folder, tag)
     return {}
 
@@ -369,7 +374,11 @@ class ResultStore:
         ValueError
             If the folder holds a study of another configuration (the message names the fields
             that differ), or results without a valid manifest, and ``force`` is false; or if
-            ``results.jsonl`` has a corrupt line (the message names it).
+            ``results.jsonl`` has a corrupt line (the message names it; a line nested too deep
+            for JSON is one).
+
+        A refused folder keeps its files and their contents (the pid is written into ``.lock``
+        once the folder is accepted; a folder without ``.lock`` gets an empty one).
         """
         if not isinstance(config, StudyConfig):
             raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
@@ -382,6 +391,7 @@ class ResultStore:
             manifest = _entries_to_keep(folder, config, force)
             path = folder / RESULTS
             records, complete, size = _parse(path)
+            _sign(lock)
             _warn_partial(path, complete, size, "it is cut off and that measurement will be redone")
             if size > complete:
                 os.truncate(path, complete)
