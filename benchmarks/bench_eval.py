@@ -1,7 +1,7 @@
-"""CPU evaluation throughput of the study's networks: :func:`tnlib_torch.train.evaluate` against a bare loop.
+"""CPU evaluation throughput of the study's networks: :func:`tnlib_torch.evaluate` against a bare loop.
 
 For VanillaCNN (default widths), ResNet-20 and ResNet-56 on 3x32x32 inputs,
-"ours" is ``tnlib_torch.train.evaluate(model, loader)`` (eval mode,
+"ours" is ``tnlib_torch.evaluate(model, loader)`` (eval mode,
 ``torch.inference_mode()``, cross-entropy loss, top-1 and top-5 over every
 sample) and the peer is the bare inference loop a user would write,
 ``for x, _ in loader: model(x)`` under ``torch.inference_mode()``: the ratio is
@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.harness import Check, Row, Section, measure, standalone
-from tnlib_torch.models import cifar_resnet, vanilla_cnn
-from tnlib_torch.train import evaluate
+from tnlib_torch.zoo.models import cifar_resnet, vanilla_cnn
+from tnlib_torch.zoo.train import evaluate
 
 MODELS = (("VanillaCNN", vanilla_cnn), ("ResNet-20", lambda: cifar_resnet(20)), ("ResNet-56", lambda: cifar_resnet(56)))
 SAMPLES, BATCH, REPEAT = 1024, 256, 3
@@ -64,7 +64,7 @@ def run(quick: bool = False) -> list[Section]:
                   f"below: {', '.join(slow)}" if slow else f"{len(rows)} of {len(rows)} networks")
     notes = [f"{samples} random 3x32x32 images in memory, batch {batch}; best of {repeat} passes after 1 warm-up; "
              f"torch threads: {torch.get_num_threads()}, float32",
-             "ours = tnlib_torch.train.evaluate (loss, top-1, top-5); peer = model(x) over the loader; "
+             "ours = tnlib_torch.evaluate (loss, top-1, top-5); peer = model(x) over the loader; "
              "speed-up = peer time / our time"]
     return [Section("CPU evaluation throughput, 3x32x32 inputs", rows, [check], notes)]
 

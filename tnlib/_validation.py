@@ -65,7 +65,8 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be {kind}, got {describe(value)}")
     if value < minimum:
-        raise ValueError(f"{name} must be {kind} (>= {minimum}), got {value}")
+        bound = f" (>= {minimum})" if minimum in (0, 1) else ""
+        raise ValueError(f"{name} must be {kind}{bound}, got {value}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return int(value)

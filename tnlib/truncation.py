@@ -4,9 +4,11 @@ Every function of tnlib that discards singular values (or the terms of a
 decomposition) takes the same keywords and means the same by them:
 
 ``max_rank``
-    An upper bound on the rank kept across one cut (the size limit; MPS call it
-    ``max_bond``, Tucker ``ranks``, CP ``rank``).  A bound above what the shape
-    allows simply does not bind.
+    An upper bound on the rank kept across one cut, a cap: a bound above what
+    the shape allows simply does not bind.  :func:`tnlib.mps` calls it
+    ``max_bond`` (one per bond) and :func:`tnlib.tucker` ``ranks`` (one per
+    mode), with the same meaning.  (CP's ``rank`` is not a cap but the number
+    of terms fitted.)
 ``rel_error``
     A target for the relative Frobenius error ``||T - T~||_F / ||T||_F``.  The
     smallest rank meeting it is kept, so the result meets the target.

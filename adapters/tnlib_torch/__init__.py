@@ -1,24 +1,44 @@
-"""tnlib_torch: the PyTorch adapter of tnlib (conv layers, models, studies).
+"""tnlib_torch: the PyTorch adapter of tnlib, in four subpackages whose imports point one way.
 
-Factorized conv and linear layers (CP, Tucker-2, MPS, SVD along a cut;
-:mod:`tnlib_torch.layers`, docs/torch_layers.md), in-place truncation of conv
-kernels along cuts (:mod:`tnlib_torch.surgery`), parameter and MAC accounting
-(:mod:`tnlib_torch.accounting`, docs/torch_surgery.md), budget allocation
-across layers (:mod:`tnlib_torch.policy`), model-wide compression
-(:func:`compress`, docs/torch_compress.md), and what a study needs around the
-math: the networks (:mod:`tnlib_torch.models`, docs/torch_models.md), data sets
-read safely (:mod:`tnlib_torch.data`, docs/torch_data.md), evaluation and
-(re)training (:mod:`tnlib_torch.train`, docs/torch_train.md), and the
-compressibility study with its command line (:mod:`tnlib_torch.study`,
-``tnlib study``, docs/study.md).  It imports :mod:`tnlib`; the core never
-imports it.
+- :mod:`tnlib_torch.layers`: factorized conv and linear layers (CP, Tucker-2, MPS, SVD along a
+  cut) that keep every conv semantic (docs/torch_layers.md);
+- :mod:`tnlib_torch.compression`: in-place truncation of kernels along cuts, parameter and MAC
+  accounting, budget allocation across layers and model-wide :func:`compress`
+  (docs/torch_surgery.md, docs/torch_compress.md); it builds on ``layers``;
+- :mod:`tnlib_torch.zoo`: the study's networks, checkpoints, data sets read safely, evaluation
+  and fine-tuning (docs/torch_models.md, docs/torch_data.md, docs/torch_train.md); it needs
+  none of tnlib's math;
+- :mod:`tnlib_torch.study`: the compressibility study and its command, ``tnlib study``
+  (docs/study.md); it builds on the other three.
+
+Every public name is importable from ``tnlib_torch`` itself.  The adapter imports :mod:`tnlib`;
+the core never imports it.
 """
 
+import sys
+
 import tnlib
-from tnlib_torch.accounting import MAC_RULES, LayerCost, count_macs, count_params, layer_costs
-from tnlib_torch.compress import BUDGET_ON, METHODS, SIZE_KEYWORDS, compress, compress_
-from tnlib_torch.compression_report import CompressionReport, LayerCompression
-from tnlib_torch.data import NORMALIZATIONS, cifar10, cifar100, digits, image_folder, loader
+from tnlib_torch.compression import (
+    BUDGET_ON,
+    MAC_RULES,
+    METHODS,
+    SIZE_KEYWORDS,
+    SUPPORTED_MODULES,
+    CompressionReport,
+    LayerCompression,
+    LayerCost,
+    LayerReport,
+    compress,
+    compress_,
+    count_macs,
+    count_params,
+    layer_costs,
+    policy,
+    select_convs,
+    surgery,
+    truncate_conv_,
+    truncate_model_,
+)
 from tnlib_torch.layers import (
     CPConv2d,
     CPFitInfo,
@@ -29,19 +49,35 @@ from tnlib_torch.layers import (
     SVDLinear,
     Tucker2Conv2d,
 )
-from tnlib_torch.models import (
+from tnlib_torch.zoo import (
     CIFAR_RESNET_NORMALIZATION,
     MODELS,
+    NORMALIZATIONS,
+    EpochRecord,
+    History,
+    TrainingDiverged,
     VanillaCNN,
     build_model,
+    cifar10,
+    cifar100,
     cifar_resnet,
+    data,
+    digits,
+    evaluate,
+    fine_tune,
+    image_folder,
     load_checkpoint,
+    loader,
+    models,
     resnet18_cifar,
     resnet50_cifar,
+    train,
     vanilla_cnn,
 )
-from tnlib_torch.surgery import SUPPORTED_MODULES, LayerReport, select_convs, truncate_conv_, truncate_model_
-from tnlib_torch.train import EpochRecord, History, TrainingDiverged, evaluate, fine_tune
+
+# The module paths of tnlib_torch 0.1, from before the subpackages, import the same modules.
+for _module in (data, models, train, policy, surgery):
+    sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
 
 __version__ = tnlib.__version__
 

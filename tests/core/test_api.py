@@ -45,6 +45,20 @@ def test_truncating_functions_take_the_whole_vocabulary():
         assert {"max_rank", "rel_error", "cutoff", "method", "seed"} <= set(inspect.signature(fn).parameters)
 
 
+#: Every truncating function, with the name of its size cap (``max_rank``; a bond or mode count for mps and tucker).
+TRUNCATING = {"truncated_svd": "max_rank", "truncate": "max_rank", "mps": "max_bond", "tucker": "ranks"}
+
+
+@pytest.mark.parametrize("name, cap", sorted(TRUNCATING.items()))
+def test_truncating_functions_spell_the_vocabulary_alike(name, cap):
+    """The cap, ``rel_error`` and ``cutoff`` side by side and in that order, all three off by default."""
+    params = list(inspect.signature(PUBLIC_FUNCTIONS[name]).parameters.values())
+    names = [p.name for p in params]
+    start = names.index(cap)
+    assert names[start:start + 3] == [cap, "rel_error", "cutoff"]
+    assert all(p.default is None for p in params[start:start + 3])
+
+
 def test_every_public_name_is_documented():
     api = (ROOT / "docs" / "api.md").read_text()
     for name in tnlib.__all__:

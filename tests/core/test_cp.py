@@ -1,5 +1,6 @@
 """CP decompositions: planted recovery by ALS and LM, monotone histories, MTTKRP identities, memory, tensorly."""
 
+import json
 import tracemalloc
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import tnlib
 from tnlib.decompositions.cp import CP_METHODS
 from tnlib.decompositions.cp_mttkrp import DimensionTree
-from tnlib.decompositions.cp_tensor import khatri_rao
+from tnlib.decompositions.cp_tensor import CPFit, khatri_rao
 from tnlib.decompositions.tucker import unfold
 
 
@@ -292,3 +293,78 @@ def test_solve_gram_falls_back_to_the_pseudo_inverse_on_singular_grams(backend, 
     regular = gram + np.eye(4)
     out = backend.to_numpy(B.solve_gram(backend.asarray(rhs), backend.asarray(regular)))
     np.testing.assert_allclose(out, rhs @ np.linalg.inv(regular), atol=1e-12)
+
+
+# ---------------------------------------------------------------- the fit's report, CPTensor.info
+
+
+@pytest.mark.parametrize("method,options", [("als", {"line_search": False}), ("als", {}), ("lm", {})])
+def test_cp_reports_its_fit_consistently_with_the_model(backend, rng, method, options):
+    t = planted_cp(rng, (8, 7, 6), 3, noise=0.05)
+    model = tnlib.cp(backend.asarray(t), 3, method=method, max_iter=200, seed=0, **options)
+    info = model.info
+    assert isinstance(info, CPFit) and info.ranks == (3,) and info.rank == 3 == model.rank
+    assert info.method == method
+    assert info.history == tuple(model.history) and info.iterations == len(model.history) > 0
+    assert info.converged is model.converged
+    dense = backend.to_numpy(model.to_dense())
+    assert info.rel_error == pytest.approx(np.linalg.norm(t - dense) / np.linalg.norm(t), rel=1e-9)
+    assert info.norm_loss == pytest.approx(1 - np.linalg.norm(dense) / np.linalg.norm(t), rel=1e-6)
+    assert info.discarded_weight == pytest.approx(1 - (np.linalg.norm(dense) / np.linalg.norm(t)) ** 2, rel=1e-6)
+    if not options:
+        return
+    # ALS without extrapolation ends at a least-squares update: the residual is orthogonal to the model
+    assert info.discarded_weight == pytest.approx(info.rel_error**2, rel=1e-8)
+
+
+def test_cp_report_is_exact_below_the_history_resolution(rng):
+    t = planted_cp(rng, (8, 7, 6), 3, noise=1e-11)
+    info = tnlib.cp(t, 3, method="lm", max_iter=300, seed=0).info
+    assert info.rel_error == pytest.approx(1e-11, rel=0.2)  # the ALS history resolves only about 1e-8
+
+
+def test_cp_report_may_show_a_model_heavier_than_the_tensor():
+    """A warm start returned as is (max_iter=0) at twice the tensor: rel_error 1, norm_loss -1, weight -3."""
+    factors = [np.eye(3)[:, :2], np.eye(4)[:, :2]]
+    t = tnlib.CPTensor(np.array([2.0, 1.0]), factors).to_dense()
+    model = tnlib.cp(t, 2, init=tnlib.CPTensor(np.array([4.0, 2.0]), factors), max_iter=0)
+    assert (model.info.rel_error, model.info.norm_loss, model.info.discarded_weight) == pytest.approx((1, -1, -3))
+    assert model.info.iterations == 0 and not model.info.converged and model.history == []
+
+
+def test_cp_report_of_a_zero_tensor_is_zero():
+    info = tnlib.cp(np.zeros((3, 4, 5)), 2, seed=0).info
+    assert (info.rel_error, info.norm_loss, info.discarded_weight) == (0.0, 0.0, 0.0)
+
+
+def test_cp_report_is_measured_in_double_and_at_any_scale(rng):
+    t = planted_cp(rng, (6, 5, 4), 2, noise=1e-3)
+    reference = tnlib.cp(t, 2, seed=0).info
+    huge = tnlib.cp(t * 2.0**900, 2, seed=0).info  # squared norms would overflow without the exact rescaling
+    assert huge.iterations == reference.iterations
+    measures = ("rel_error", "norm_loss", "discarded_weight")
+    assert [getattr(huge, m) for m in measures] == pytest.approx([getattr(reference, m) for m in measures], rel=1e-6)
+    single = tnlib.cp(t.astype(np.float32), 2, seed=0)
+    assert single.weights.dtype == np.float32 and isinstance(single.info.rel_error, float)
+    assert single.info.rel_error == pytest.approx(reference.rel_error, rel=1e-3)
+
+
+def test_cp_report_is_a_plain_dict(rng):
+    info = tnlib.cp(planted_cp(rng, (5, 4, 3), 2), 2, max_iter=3, seed=0).info
+    data = json.loads(json.dumps(info.to_dict()))
+    assert data["ranks"] == [2] and data["method"] == "als" and data["iterations"] == 3
+    assert data["history"] == list(info.history) and data["rel_error"] == info.rel_error
+
+
+def test_a_hand_built_cp_tensor_has_no_report():
+    model = tnlib.CPTensor(np.ones(2), [np.ones((3, 2)), np.ones((4, 2))])
+    assert model.info is None and model.history == [] and model.converged is False
+
+
+def test_a_cp_tensor_refuses_a_report_that_is_not_its_own(rng):
+    info = tnlib.cp(rng.standard_normal((3, 4, 5)), 2, max_iter=1).info
+    factors = [np.ones((3, 3)), np.ones((4, 3))]
+    with pytest.raises(TypeError, match="info must be None or a CPFit, got dict"):
+        tnlib.CPTensor(np.ones(3), factors, info.to_dict())
+    with pytest.raises(ValueError, match=r"info must report the rank 3 of the weights, got ranks \(2,\)"):
+        tnlib.CPTensor(np.ones(3), factors, info)

@@ -19,11 +19,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tnlib.cli import command_parser, main  # noqa: E402
-from tnlib_torch import _cifar  # noqa: E402
-from tnlib_torch.cli import STUDY  # noqa: E402
-from tnlib_torch.models import VanillaCNN  # noqa: E402
+from tnlib_torch.study.cli import STUDY  # noqa: E402
 from tnlib_torch.study.config import StudyConfig  # noqa: E402
 from tnlib_torch.study.store import ResultStore  # noqa: E402
+from tnlib_torch.zoo import cifar  # noqa: E402
+from tnlib_torch.zoo.models import VanillaCNN  # noqa: E402
 
 SCRIPT = Path(sys.executable).with_name("tnlib")
 needs_script = pytest.mark.skipif(not SCRIPT.is_file(), reason="the tnlib console script is not installed")
@@ -93,9 +93,9 @@ def test_help_states_each_default_once_in_words():
     (["--levels", "1.5"], "--levels[0] must lie strictly between 0 and 1, got 1.5"),
     (["--cuts", "x|oih"], "--cuts[0]"),
     (["--model", "no_such_model"], "--model must be one of"),
-    (["--train-epochs", "-1"], "--train-epochs must be an integer >= 0, got -1"),
+    (["--train-epochs", "-1"], "--train-epochs must be a non-negative integer (>= 0), got -1"),
     (["--levels", "0.1", "--recovery-levels", "2"], "--recovery-levels = 2 exceeds the 1 level(s) of --levels"),
-    (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+    (["--workers", "0"], "--workers must be a positive integer (>= 1), got 0"),
     (["--device", "gpu"], "--device must name a torch device"),
 ])
 def test_bad_options_end_with_one_line_naming_the_option(argv, message, capsys, tmp_path):
@@ -112,7 +112,7 @@ def test_download_reaches_the_checked_cifar_download(tmp_path, monkeypatch, caps
         calls.append((source.name, Path(root)))
         raise ConnectionError(f"could not download {source.name} (offline)")
 
-    monkeypatch.setattr(_cifar, "_fetch_cifar", offline)
+    monkeypatch.setattr(cifar, "_fetch_cifar", offline)
     argv = ["study", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"), "--output", str(tmp_path / "out")]
     assert main([*argv, "--download"]) == 2
     assert calls == [("CIFAR-10", tmp_path / "data")]

@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 import tnlib_torch as tt  # noqa: E402
-from tnlib_torch._costs import ChainCosts  # noqa: E402
-from tnlib_torch._structures import rank_grid  # noqa: E402
+from tnlib_torch.compression.costs import ChainCosts  # noqa: E402
+from tnlib_torch.compression.structures import rank_grid  # noqa: E402
 
 INPUT = (4, 12, 10)
 EXACT_METHODS = ("tucker2", "mps", "svd")

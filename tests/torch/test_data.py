@@ -19,10 +19,10 @@ import pytest
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-import tnlib_torch.data as data  # noqa: E402
+import tnlib_torch.zoo.data as data  # noqa: E402
 from tests.core.test_api import plain_signature  # noqa: E402
 from tests.shared_data import SHARED_DATA  # noqa: E402
-from tnlib_torch import _cifar  # noqa: E402
+from tnlib_torch.zoo import cifar  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_CIFAR_TEST = SHARED_DATA / "cifar10-jpeg" / "test"
@@ -260,9 +260,9 @@ def test_a_batch_with_more_images_than_an_official_file_is_refused(tmp_path, nam
 
 
 def test_cifar100_allows_50000_training_images_per_file_and_10000_test_images():
-    assert (_cifar._SOURCES["cifar100"].train_file_images, _cifar._SOURCES["cifar100"].test_file_images) == (
+    assert (cifar._SOURCES["cifar100"].train_file_images, cifar._SOURCES["cifar100"].test_file_images) == (
         50_000, 10_000)
-    assert (_cifar._SOURCES["cifar10"].train_file_images, _cifar._SOURCES["cifar10"].test_file_images) == (
+    assert (cifar._SOURCES["cifar10"].train_file_images, cifar._SOURCES["cifar10"].test_file_images) == (
         10_000, 10_000)
 
 
@@ -276,8 +276,8 @@ def test_a_missing_folder_asks_for_download(tmp_path):
 def serve(monkeypatch, archive: Path, md5: str | None = None) -> None:
     """Point cifar10's download at ``archive`` (a file:// URL) with its md5, or the one given."""
     md5 = md5 or hashlib.md5(archive.read_bytes()).hexdigest()
-    source = dataclasses.replace(_cifar._SOURCES["cifar10"], url=archive.as_uri(), md5=md5)
-    monkeypatch.setitem(_cifar._SOURCES, "cifar10", source)
+    source = dataclasses.replace(cifar._SOURCES["cifar10"], url=archive.as_uri(), md5=md5)
+    monkeypatch.setitem(cifar._SOURCES, "cifar10", source)
 
 
 def tiny_archive(tmp_path: Path, extra: tarfile.TarInfo | None = None) -> Path:
@@ -297,7 +297,7 @@ def test_download_checks_the_md5_and_extracts(tmp_path, monkeypatch):
     assert len(data.cifar10(root, download=True)) == 6
     assert sorted(os.listdir(root)) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]  # no partial files
     gone = tmp_path / "gone" / "cifar-10-python.tar.gz"
-    serve(monkeypatch, gone, md5=_cifar._SOURCES["cifar10"].md5)  # offline from now on
+    serve(monkeypatch, gone, md5=cifar._SOURCES["cifar10"].md5)  # offline from now on
     assert len(data.cifar10(root, download=True)) == 6  # the folder is there: nothing fetched
     (root / "cifar-10-batches-py" / "test_batch").unlink()
     os.rename(root / "cifar-10-batches-py", tmp_path / "elsewhere")
@@ -542,11 +542,11 @@ def test_loader_workers_augment_reproducibly_for_a_seed():
     (lambda p: data.image_folder(p, extensions=("png",)), ValueError, r"extensions must be suffixes starting"),
     (lambda p: data.digits(test_fraction=1.0), ValueError, r"test_fraction must leave at least one image per class"),
     (lambda p: data.digits(test_fraction=0.001), ValueError, r"test_fraction must leave"),
-    (lambda p: data.digits(seed=-1), ValueError, r"seed must be an integer >= 0"),
+    (lambda p: data.digits(seed=-1), ValueError, r"seed must be a non-negative integer \(>= 0\)"),
     (lambda p: data.digits(normalize="cifar10"), TypeError, r"normalize must be True or False"),
     (lambda p: data.loader([1, 2]), TypeError, r"dataset must be a torch.utils.data.Dataset"),
-    (lambda p: data.loader(data.digits(), batch_size=0), ValueError, r"batch_size must be an integer >= 1"),
-    (lambda p: data.random_crop_flip(torch.zeros(3, 4, 4), padding=-1), ValueError, r"padding must be an integer"),
+    (lambda p: data.loader(data.digits(), batch_size=0), ValueError, r"batch_size must be a positive integer \(>= 1\)"),
+    (lambda p: data.random_crop_flip(torch.zeros(3, 4, 4), padding=-1), ValueError, r"padding must be a non-negative integer"),
     (lambda p: data.random_crop_flip(torch.zeros(3, 32, 32), padding=20000), ValueError,
      r"padding = 20000 exceeds 32, the most allowed for an image of 32 x 32"),
     (lambda p: data.random_crop_flip(torch.zeros(3, 8, 5), padding=6), ValueError, r"padding = 6 exceeds 5"),
@@ -581,5 +581,5 @@ DOCUMENTED = [data.cifar10, data.cifar100, data.image_folder, data.digits, data.
 @pytest.mark.parametrize("obj", DOCUMENTED, ids=lambda o: o.__qualname__)
 def test_documented_signatures_match_the_code(obj):
     page = (ROOT / "docs" / "torch_data.md").read_text()
-    documented = re.findall(rf"^tnlib_torch\.data\.{re.escape(obj.__qualname__)}\((.*)\)\s*$", page, re.M)
+    documented = re.findall(rf"^tnlib_torch\.zoo\.data\.{re.escape(obj.__qualname__)}\((.*)\)\s*$", page, re.M)
     assert documented == [plain_signature(obj)]

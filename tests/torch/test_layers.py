@@ -17,9 +17,9 @@ nn = torch.nn
 import tnlib  # noqa: E402
 import tnlib_torch as tt  # noqa: E402
 from tests.core.test_api import plain_signature  # noqa: E402
-from tnlib_torch._chain import at_common_ranks  # noqa: E402
-from tnlib_torch._geometry import fold  # noqa: E402
-from tnlib_torch.layers import MPS_ORDERS, _core_stage  # noqa: E402
+from tnlib_torch.layers.chain import at_common_ranks  # noqa: E402
+from tnlib_torch.layers.factorized import MPS_ORDERS, _core_stage  # noqa: E402
+from tnlib_torch.layers.geometry import fold  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CUTS = ("o|ihw", "i|ohw", "oh|iw", "ow|ih")
@@ -401,12 +401,11 @@ def test_non_4d_weights_are_refused():
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda c: tt.CPConv2d.from_conv(c, 0), ValueError, r"rank must be an integer >= 1, got 0"),
+    (lambda c: tt.CPConv2d.from_conv(c, 0), ValueError, r"rank must be a positive integer \(>= 1\), got 0"),
     (lambda c: tt.CPConv2d.from_conv(c, 1000), ValueError, r"rank = 1000 exceeds 36, the most useful"),
-    (lambda c: tt.CPConv2d.from_conv(c, 2.0), TypeError, r"rank must be an integer"),
-    (lambda c: tt.Tucker2Conv2d.from_conv(c, ranks=(9, 2)), ValueError, r"ranks: rank 9 of mode 0 exceeds"),
+    (lambda c: tt.CPConv2d.from_conv(c, 2.0), TypeError, r"rank must be a positive integer, got 2.0"),
     (lambda c: tt.Tucker2Conv2d(4, 8, 3, ranks=(1, 5)), ValueError, r"ranks\[1\] = 5 exceeds 4"),
-    (lambda c: tt.Tucker2Conv2d(4, 8, 3, ranks=0), ValueError, r"ranks must be an integer >= 1"),
+    (lambda c: tt.Tucker2Conv2d(4, 8, 3, ranks=0), ValueError, r"ranks must be a positive integer \(>= 1\)"),
     (lambda c: tt.SVDConv2d(4, 8, 3, rank=9), ValueError, r"rank = 9 exceeds 8, the most the cut 'o\|ihw'"),
     (lambda c: tt.SVDConv2d.from_conv(c, max_rank=0), ValueError, r"max_rank"),
     (lambda c: tt.SVDLinear(4, 8, 5), ValueError, r"rank = 5 exceeds 4"),
@@ -423,8 +422,9 @@ def test_non_4d_weights_are_refused():
     (lambda c: tt.CPConv2d(4, 6, 3, 1, stride=2, padding="same"), ValueError, r"padding='same' needs stride 1"),
     (lambda c: tt.CPConv2d(4, 6, 3, 1, padding="full"), ValueError, r"padding must be an int, a pair"),
     (lambda c: tt.CPConv2d(4, 6, 3, 1, padding_mode="mirror"), ValueError, r"padding_mode must be one of"),
-    (lambda c: tt.CPConv2d(4, 6, (0, 3), 1), ValueError, r"kernel_size must be an integer >= 1, got 0"),
-    (lambda c: tt.CPConv2d(4, 6, 3, 1, padding=-1), ValueError, r"padding must be an integer >= 0, got -1"),
+    (lambda c: tt.CPConv2d(4, 6, (0, 3), 1), ValueError, r"kernel_size must be a positive integer \(>= 1\), got 0"),
+    (lambda c: tt.CPConv2d(4, 6, 3, 1, padding=-1), ValueError,
+     r"padding must be a non-negative integer \(>= 0\), got -1"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_bad_arguments_are_refused_naming_the_argument(call, error, message):
     conv = nn.Conv2d(4, 8, 3)
@@ -443,3 +443,11 @@ def test_documented_signatures_match_the_code(obj):
     page = (ROOT / "docs" / "torch_layers.md").read_text()
     documented = re.findall(rf"^tnlib_torch\.{re.escape(obj.__qualname__)}\((.*)\)\s*$", page, re.M)
     assert documented == [plain_signature(obj)]
+
+
+def test_tucker2_ranks_above_the_channels_are_caps_that_do_not_bind():
+    conv = nn.Conv2d(4, 8, 3, bias=False)
+    capped = tt.Tucker2Conv2d.from_conv(conv, ranks=(9, 99))
+    exact = tt.Tucker2Conv2d.from_conv(conv, ranks=(8, 4))
+    assert capped.ranks == exact.ranks == (8, 4)
+    assert torch.equal(capped.to_conv().weight, exact.to_conv().weight)

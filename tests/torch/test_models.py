@@ -15,10 +15,10 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-import tnlib_torch.models as models  # noqa: E402
+import tnlib_torch.zoo.models as models  # noqa: E402
 from tests.core.test_api import plain_signature  # noqa: E402
 from tests.shared_data import SHARED_DATA  # noqa: E402
-from tnlib_torch.accounting import count_params  # noqa: E402
+from tnlib_torch.compression.accounting import count_params  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PRETRAINED = SHARED_DATA / "pretrained"
@@ -455,7 +455,7 @@ DOCUMENTED = ["vanilla_cnn", "cifar_resnet", "resnet18_cifar", "resnet50_cifar",
 @pytest.mark.parametrize("name", DOCUMENTED)
 def test_documented_signatures_match_the_code(name):
     page = (ROOT / "docs" / "torch_models.md").read_text()
-    documented = re.findall(rf"^tnlib_torch\.models\.{name}\((.*)\)\s*$", page, re.M)
+    documented = re.findall(rf"^tnlib_torch\.zoo\.models\.{name}\((.*)\)\s*$", page, re.M)
     assert documented == [plain_signature(getattr(models, name))]
 
 

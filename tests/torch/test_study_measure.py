@@ -319,15 +319,16 @@ DEFAULTS = {
     (truncate_all, {"layers": []}, TypeError, "layers must be a glob pattern"),
     (layer_spectra, {"levels": [0.1, 1.0]}, ValueError, r"levels must be in \(0, 1\)"),
     (layer_spectra, {"levels": 0.1}, TypeError, "levels must be a non-empty sequence"),
-    (recovery, {"target": "all", "layers": "conv*", "epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
+    (recovery, {"target": "all", "layers": "conv*", "epochs": 0}, ValueError,
+     "epochs must be a positive integer \\(>= 1\\), got 0"),
     (recovery, {"layers": "conv2"}, ValueError, "layers selects the layers of target='all' only"),
     (recovery, {"lr": 0}, ValueError, "lr must be a finite number > 0"),
-    (recovery_control, {"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
-    (recovery_control, {"epochs": 1.5}, TypeError, "epochs must be an integer >= 1, got 1.5"),
+    (recovery_control, {"seed": -1}, ValueError, "seed must be a non-negative integer \\(>= 0\\), got -1"),
+    (recovery_control, {"epochs": 1.5}, TypeError, "epochs must be a positive integer, got 1.5"),
     (decomposition_at_params, {"method": "truncate"}, ValueError, "method must be one of 'cp', 'tucker2'"),
     (decomposition_at_params, {"budget": 1.5}, ValueError, r"budget must be in \(0, 1\]"),
     (decomposition_at_params, {"method": "cp", "cp_max_iter": 0}, ValueError,
-     "cp_max_iter must be an integer >= 1, got 0"),
+     "cp_max_iter must be a positive integer \\(>= 1\\), got 0"),
 ])
 def test_bad_arguments_are_refused_by_name(model, test_loader, function, changes, error, match):
     loaders = {truncate_one: {"loader": test_loader}, truncate_all: {"loader": test_loader}, layer_spectra: {}}

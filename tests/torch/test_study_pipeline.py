@@ -226,8 +226,8 @@ def test_unreachable_scheduler_fails_fast_and_loses_nothing(serial, tmp_path, mo
 
 @pytest.mark.parametrize(("where", "error", "message"), [
     ({"workers": 2, "scheduler": "tcp://127.0.0.1:1"}, ValueError, "not both"),
-    ({"workers": 0}, ValueError, "workers must be an integer >= 1"),
-    ({"workers": True}, TypeError, "workers must be an integer"),
+    ({"workers": 0}, ValueError, "workers must be a positive integer \\(>= 1\\)"),
+    ({"workers": True}, TypeError, "workers must be a positive integer"),
     ({"scheduler": 8786}, TypeError, "scheduler must be the address"),
 ])
 def test_bad_placement_is_refused_before_anything_is_written(tmp_path, where, error, message):

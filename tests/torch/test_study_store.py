@@ -94,7 +94,7 @@ def test_a_bad_field_is_refused_by_name(field, value, error):
 def test_checked_fields_name_each_field_by_its_label():
     values = StudyConfig().to_dict()
     label = lambda name: f"--{name.replace('_', '-')}"  # noqa: E731
-    with pytest.raises(ValueError, match=r"^--train-epochs must be an integer >= 0, got -1$"):
+    with pytest.raises(ValueError, match=r"^--train-epochs must be a non-negative integer \(>= 0\), got -1$"):
         checked_fields({**values, "train_epochs": -1}, label)
     with pytest.raises(ValueError, match=r"^--recovery-levels = 3 exceeds the 2 level\(s\) of --levels$"):
         checked_fields({**values, "recovery_levels": 3, "levels": (0.1, 0.2)}, label)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-import tnlib_torch.train as train  # noqa: E402
+import tnlib_torch.zoo.train as train  # noqa: E402
 from tests.core.test_api import plain_signature  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -287,7 +287,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path, change, message):
 def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"weight": torch.ones(2)}, path)
-    with pytest.raises(ValueError, match="is not a checkpoint written by tnlib_torch.train.fine_tune"):
+    with pytest.raises(ValueError, match="is not a checkpoint written by tnlib_torch.fine_tune"):
         train.fine_tune(mlp(), loader(blobs()), epochs=1, checkpoint=path, progress=False)
 
 
@@ -404,8 +404,8 @@ def test_the_learning_rates_follow_the_schedule(schedule, extra, expected):
 
 @pytest.mark.parametrize(("change", "error", "message"), [
     ({"model": "resnet"}, TypeError, "model must be a torch.nn.Module, got str"),
-    ({"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
-    ({"epochs": 2.0}, TypeError, "epochs must be an integer >= 1, got 2.0"),
+    ({"epochs": 0}, ValueError, "epochs must be a positive integer \\(>= 1\\), got 0"),
+    ({"epochs": 2.0}, TypeError, "epochs must be a positive integer, got 2.0"),
     ({"lr": 0}, ValueError, "lr must be a finite number > 0, got 0"),
     ({"lr": float("nan")}, ValueError, "lr must be a finite number > 0, got nan"),
     ({"lr": "0.1"}, TypeError, "lr must be a real number, got str"),
@@ -415,10 +415,10 @@ def test_the_learning_rates_follow_the_schedule(schedule, extra, expected):
     ({"optimizer": "adam"}, ValueError, "optimizer must be one of 'sgd', 'adamw'; got 'adam'"),
     ({"schedule": "linear"}, ValueError, "schedule must be one of 'cosine', 'step', 'constant'; got 'linear'"),
     ({"schedule": "step"}, ValueError, "schedule='step' needs step_size"),
-    ({"schedule": "step", "step_size": 0}, ValueError, "step_size must be an integer >= 1, got 0"),
+    ({"schedule": "step", "step_size": 0}, ValueError, "step_size must be a positive integer \\(>= 1\\), got 0"),
     ({"step_size": 2}, ValueError, "step_size is used by schedule='step' only, got it with schedule='cosine'"),
     ({"nesterov": True, "optimizer": "adamw"}, ValueError, "nesterov=True needs optimizer='sgd' with momentum > 0"),
-    ({"seed": -1}, ValueError, "seed must be an integer >= 0, got -1"),
+    ({"seed": -1}, ValueError, "seed must be a non-negative integer \\(>= 0\\), got -1"),
     ({"checkpoint": "/no/such/folder/run.pt"}, FileNotFoundError, "the folder of checkpoint '/no/such/folder/run.pt'"),
     ({"train_loader": []}, ValueError, "train_loader yielded no samples"),
 ], ids=lambda v: v if isinstance(v, str) else "")
@@ -434,5 +434,5 @@ def test_bad_arguments_are_refused_naming_the_argument(change, error, message):
 @pytest.mark.parametrize("function", [train.evaluate, train.fine_tune], ids=lambda f: f.__name__)
 def test_documented_signatures_match_the_code(function):
     page = (ROOT / "docs" / "torch_train.md").read_text()
-    documented = re.findall(rf"^tnlib_torch\.train\.{function.__name__}\((.*)\)\s*$", page, re.M)
+    documented = re.findall(rf"^tnlib_torch\.zoo\.train\.{function.__name__}\((.*)\)\s*$", page, re.M)
     assert documented == [plain_signature(function)]

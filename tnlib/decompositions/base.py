@@ -16,13 +16,17 @@ Array = Any
 
 
 class FactorizedTensor:
-    """Base of :class:`~tnlib.MPS` and :class:`~tnlib.TuckerTensor` (and CP to come).
+    """Base of :class:`~tnlib.MPS`, :class:`~tnlib.TuckerTensor` and :class:`~tnlib.CPTensor`.
 
     Subclasses provide ``shape``, ``to_dense()`` and ``num_params``; the factors
-    stay in the backend they were computed in.
+    stay in the backend they were computed in.  Each carries ``info``, the
+    report of the decomposition that computed it (``None`` when built by
+    hand): a :class:`~tnlib.TruncationInfo` for MPS and Tucker, a
+    :class:`~tnlib.decompositions.cp_tensor.CPFit` for CP.
     """
 
     shape: tuple[int, ...]
+    info: Any
 
     def to_dense(self) -> Array:  # pragma: no cover - every subclass defines it
         raise NotImplementedError

@@ -42,7 +42,7 @@ from tnlib.decompositions.cp_als import als
 from tnlib.decompositions.cp_fit import canonical, gram, hadamard
 from tnlib.decompositions.cp_lm import lm
 from tnlib.decompositions.cp_mttkrp import DimensionTree
-from tnlib.decompositions.cp_tensor import CPTensor
+from tnlib.decompositions.cp_tensor import CPFit, CPTensor
 from tnlib.decompositions.tucker import unfold
 from tnlib.svd import truncated_svd_checked
 from tnlib.truncation import TruncationSpec
@@ -165,8 +165,12 @@ def cp(
     Returns
     -------
     CPTensor
-        With ``history`` (relative error after each iteration, non-increasing
-        unless ``ridge > 0``) and ``converged``.  ALS computes the error
+        With ``info``, a :class:`~tnlib.decompositions.cp_tensor.CPFit`: the
+        realized ``rel_error``, ``norm_loss`` and ``discarded_weight``
+        measured on the dense model in working precision, ``method``,
+        ``iterations``, ``converged`` and ``history`` (relative error after
+        each iteration, non-increasing unless ``ridge > 0``), the latter two
+        also read as ``history`` and ``converged``.  ALS computes the error
         without the dense model, resolved to about 1e-8 relative (below that
         the window rule sees rounding noise and stops within about ``W``
         sweeps); LM measures it on the dense residual, to about 1e-15.
@@ -201,5 +205,6 @@ def cp(
     weights, factors = _initial_model(work, rank, init, rng, exponent)
     options = {"ridge": ridge, "line_search": line_search} if method == "als" else {}
     weights, factors, history, converged = CP_METHODS[method](work, weights, factors, max_iter, tol, **options)
+    info = CPFit.measure(work, weights, factors, method, history, converged)
     weights, factors = canonical(B.times_power_of_two(weights, exponent), factors)
-    return CPTensor(B.astype(weights, dtype), [B.astype(f, dtype) for f in factors], history, converged)
+    return CPTensor(B.astype(weights, dtype), [B.astype(f, dtype) for f in factors], info)

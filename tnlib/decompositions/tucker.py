@@ -39,7 +39,7 @@ from typing import Any
 import autoray as ar
 
 from tnlib import _backend as B
-from tnlib._validation import check_array, check_choice, check_fraction, check_ordered, check_positive_int
+from tnlib._validation import check_array, check_choice, check_ordered, check_positive_int
 from tnlib.decompositions.base import ErrorBudget, FactorizedTensor, truncate_keeping_one
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
@@ -106,8 +106,8 @@ class TuckerTensor(FactorizedTensor):
         return f"TuckerTensor(shape={self.shape}, modes={self.modes}, ranks={self.ranks})"
 
 
-def _leading_subspace(matrix: Array, rank: int | None, rel_error: float | None) -> tuple[Array, TruncationInfo]:
-    u, _, _, info = truncate_keeping_one(matrix, TruncationSpec(rank, rel_error, None))
+def _leading_subspace(matrix: Array, spec: TruncationSpec) -> tuple[Array, TruncationInfo]:
+    u, _, _, info = truncate_keeping_one(matrix, spec)
     return u, info
 
 
@@ -121,11 +121,11 @@ def _report(x: Array, result: TuckerTensor, steps: Sequence[TruncationInfo]) -> 
                           steps=tuple(steps))
 
 
-def _hosvd(x, modes, ranks, rel_error, max_iter, tol):
-    share = None if rel_error is None else rel_error / math.sqrt(len(modes))
+def _hosvd(x, modes, ranks, spec, max_iter, tol):
+    share = None if spec.rel_error is None else spec.rel_error / math.sqrt(len(modes))
     factors, steps = [], []
     for mode, rank in zip(modes, ranks):
-        u, info = _leading_subspace(unfold(x, mode), rank, share)
+        u, info = _leading_subspace(unfold(x, mode), TruncationSpec(rank, share, spec.cutoff))
         factors.append(u)
         steps.append(info)
     core = x
@@ -134,11 +134,11 @@ def _hosvd(x, modes, ranks, rel_error, max_iter, tol):
     return core, factors, steps
 
 
-def _sthosvd(x, modes, ranks, rel_error, max_iter, tol):
-    budget = ErrorBudget(B.frobenius_norm(x), rel_error, len(modes))
+def _sthosvd(x, modes, ranks, spec, max_iter, tol):
+    budget = ErrorBudget(B.frobenius_norm(x), spec.rel_error, len(modes))
     core, factors, steps = x, [], []
     for mode, rank in zip(modes, ranks):
-        u, _, _, info = budget.truncate(unfold(core, mode), rank, None, "auto")
+        u, _, _, info = budget.truncate(unfold(core, mode), rank, spec.cutoff, "auto")
         core = mode_product(core, B.conj_transpose(u), mode)
         factors.append(u)
         steps.append(info)
@@ -153,8 +153,8 @@ def _relative_error_sq(core: Array, norm: float) -> float:
     return 1.0 - (B.frobenius_norm(core) / norm) ** 2 if norm > 0 else 0.0
 
 
-def _hooi(x, modes, ranks, rel_error, max_iter, tol):
-    core, factors, steps = _sthosvd(x, modes, ranks, rel_error, max_iter, tol)
+def _hooi(x, modes, ranks, spec, max_iter, tol):
+    core, factors, steps = _sthosvd(x, modes, ranks, spec, max_iter, tol)
     ranks = [u.shape[1] for u in factors]
     norm = B.frobenius_norm(x)
     error_sq = _relative_error_sq(core, norm)
@@ -167,7 +167,7 @@ def _hooi(x, modes, ranks, rel_error, max_iter, tol):
             for j in active:
                 if j != k:
                     projected = mode_product(projected, B.conj_transpose(factors[j]), modes[j])
-            factors[k], _ = _leading_subspace(unfold(projected, modes[k]), ranks[k], None)
+            factors[k], _ = _leading_subspace(unfold(projected, modes[k]), TruncationSpec(max_rank=ranks[k]))
         core = x
         for mode, u in zip(modes, factors):
             core = mode_product(core, B.conj_transpose(u), mode)
@@ -197,6 +197,7 @@ def _check_modes(modes: Any, ndim: int) -> tuple[int, ...]:
 
 
 def _check_ranks(ranks: Any, modes: tuple[int, ...], shape: tuple[int, ...]) -> list[int | None]:
+    """One cap per mode in ``modes``; a cap above the mode's size does not bind, so it becomes that size."""
     if ranks is None:
         return [None] * len(modes)
     if isinstance(ranks, numbers.Integral):
@@ -207,19 +208,14 @@ def _check_ranks(ranks: Any, modes: tuple[int, ...], shape: tuple[int, ...]) -> 
         raise TypeError(f"ranks must be None, a positive int or a sequence of them (one per mode), got {ranks!r:.60}")
     if len(ranks) != len(modes):
         raise ValueError(f"ranks must be an int or one int per mode in modes {modes}, got {len(ranks)} values")
-    out = []
-    for mode, rank in zip(modes, ranks):
-        rank = check_positive_int(rank, "ranks")
-        if rank > shape[mode]:
-            raise ValueError(f"ranks: rank {rank} of mode {mode} exceeds its size {shape[mode]}")
-        out.append(rank)
-    return out
+    return [min(check_positive_int(rank, "ranks"), shape[mode]) for mode, rank in zip(modes, ranks)]
 
 
 def tucker(
     tensor: Array,
     ranks: int | Sequence[int] | None = None,
     rel_error: float | None = None,
+    cutoff: float | None = None,
     modes: Sequence[int] | None = None,
     method: str = "sthosvd",
     max_iter: int = 50,
@@ -227,17 +223,31 @@ def tucker(
 ) -> TuckerTensor:
     """Tucker decomposition with orthonormal factors on ``modes`` (all by default).
 
+    ``ranks``, ``rel_error`` and ``cutoff`` are the truncation vocabulary of
+    :mod:`tnlib.truncation` applied per mode: each allows some rank and the
+    smallest is kept (the most restrictive wins).
+
     Parameters
     ----------
     tensor
         Array of any order and backend.
     ranks
-        Multilinear ranks: an int for every decomposed mode or one per mode in
-        ``modes`` (each at most the mode's size).
+        Multilinear ranks, the ``max_rank`` of each mode: an int for every
+        decomposed mode or one per mode in ``modes``.  A cap, as ``max_rank``
+        everywhere: one above a mode's size (or the rank of its unfolding)
+        does not bind.
     rel_error
         Target for ``||T - T~||_F / ||T||_F``; guaranteed by ``"hosvd"`` and
         ``"sthosvd"`` (and by ``"hooi"``, which starts from ST-HOSVD and never
-        increases the error).  With ``ranks`` too, the smaller rank wins.
+        increases the error) unless ``ranks`` or ``cutoff`` binds first.
+        HOSVD gives each mode ``rel_error / sqrt(#modes)``; ST-HOSVD spends the
+        budget ``(rel_error ||T||)**2`` mode by mode, an equal share of what is
+        left, the error a cutoff or rank cap already spent included.
+    cutoff
+        Per mode, drop the singular values below ``cutoff * s_max`` of the
+        unfolding truncated at that mode: ``T``'s own for ``"hosvd"``, the
+        core the previous modes left for ``"sthosvd"`` and for ``"hooi"``
+        (whose iterations keep the ranks ST-HOSVD chose).
     modes
         The modes to decompose; ``(0, 1)`` of a conv kernel is Tucker-2.
     method
@@ -249,7 +259,8 @@ def tucker(
     Returns
     -------
     TuckerTensor
-        On the tensor's backend; ``info`` reports the ranks and realized error.
+        On the tensor's backend; ``info`` reports the ranks and realized error
+        (measured on the dense result), and each mode's truncation in ``steps``.
 
     Examples
     --------
@@ -258,17 +269,18 @@ def tucker(
     >>> t = tnlib.tucker(k, ranks=(4, 2), modes=(0, 1))
     >>> t.core.shape, t.ranks, round(t.info.rel_error, 6) == round(t.rel_error(k), 6)
     ((4, 2, 3, 3), (4, 2), True)
+    >>> tnlib.tucker(k, ranks=(99, 2), modes=(0, 1)).ranks    # a cap above a mode's size does not bind
+    (16, 2)
     """
     x = check_array(tensor, "tensor")
     modes = _check_modes(modes, x.ndim)
     rank_list = _check_ranks(ranks, modes, tuple(x.shape))
-    rel_error = None if rel_error is None else check_fraction(rel_error, "rel_error")
+    spec = TruncationSpec.from_kwargs(None, rel_error, cutoff)
     check_choice(method, "method", TUCKER_METHODS)
     max_iter = check_positive_int(max_iter, "max_iter")
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"tol must be a real number >= 0, got {tol!r}")
-    core, factors, steps = TUCKER_METHODS[method](x, modes, rank_list, rel_error, max_iter, float(tol))
+    core, factors, steps = TUCKER_METHODS[method](x, modes, rank_list, spec, max_iter, float(tol))
     result = TuckerTensor(core, factors, modes)
     result.info = _report(x, result, steps)
     return result
-

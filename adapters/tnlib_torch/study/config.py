@@ -22,9 +22,9 @@ import torch
 
 import tnlib
 from tnlib._validation import check_choice
-from tnlib_torch._geometry import check_count
-from tnlib_torch.compress import METHODS
-from tnlib_torch.models import MODELS
+from tnlib_torch._checks import check_count
+from tnlib_torch.compression.compress import METHODS
+from tnlib_torch.zoo.models import MODELS
 
 __all__ = ["DATASETS", "GRID", "KERNEL_CUTS", "NOT_FINGERPRINTED", "StudyConfig", "checked_fields"]
 
@@ -75,7 +75,7 @@ def _optional(check: Check) -> Check:
 
 
 def _check_model(value: Any, name: str) -> str:
-    """A key of :data:`~tnlib_torch.models.MODELS` or ``"package.module:factory"`` (not imported here)."""
+    """A key of :data:`~tnlib_torch.zoo.models.MODELS` or ``"package.module:factory"`` (not imported here)."""
     value = _check_str(value, name)
     module, colon, factory = value.partition(":")
     dotted = (module.split("."), factory.split("."))
@@ -163,7 +163,7 @@ class StudyConfig:
     Attributes
     ----------
     model : str
-        A key of :data:`tnlib_torch.models.MODELS`, or ``"package.module:factory"`` (only the form
+        A key of :data:`tnlib_torch.zoo.models.MODELS`, or ``"package.module:factory"`` (only the form
         is checked here; the pipeline imports it).
     checkpoint : str or None
         Weights of the trained model; ``None`` trains it first for ``train_epochs``.

@@ -2,14 +2,14 @@
 
 :func:`resolve_inputs` turns the names of a config into objects, checking them before any costly work:
 
-- **the model**: a key of :data:`tnlib_torch.models.MODELS`, built by :func:`~tnlib_torch.models.build_model`
+- **the model**: a key of :data:`tnlib_torch.zoo.models.MODELS`, built by :func:`~tnlib_torch.zoo.models.build_model`
   with the data's number of classes and channels; or ``"package.module:factory"``, imported and called with
   ``num_classes=`` and ``in_channels=`` where its signature takes them (each one it takes), else with no
   arguments.  It must return an ``nn.Module`` that maps one image of the data to ``(1, classes)`` logits;
-- **the data**: ``"digits"`` (the seeded stratified split of :func:`tnlib_torch.data.digits`, standardized);
+- **the data**: ``"digits"`` (the seeded stratified split of :func:`tnlib_torch.zoo.data.digits`, standardized);
   ``"cifar10"``, ``"cifar100"`` (read from ``data_root``, normalized by the data set's preset, training
   images augmented by random crop and flip); or the path of a folder holding ``train/`` and ``test/``, each
-  ``<class>/<image>`` (:func:`tnlib_torch.data.image_folder`, decoded once and kept in memory, RGB,
+  ``<class>/<image>`` (:func:`tnlib_torch.zoo.data.image_folder`, decoded once and kept in memory, RGB,
   normalized by the ``"cifar10"`` preset, training images augmented).  The CIFAR ResNets (``"resnet20"``
   ... ``"resnet110"``) get the ``"cifar-resnet"`` normalization instead, the one their published
   checkpoints were trained with.  ``eval_samples`` keeps the first ``eval_samples`` test images of a
@@ -40,11 +40,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tnlib_torch.data import cifar10, cifar100, digits, image_folder, loader
-from tnlib_torch.models import CIFAR_RESNET_DEPTHS, MODELS, build_model
+from tnlib_torch.compression.surgery import select_convs
 from tnlib_torch.study.config import StudyConfig
-from tnlib_torch.surgery import select_convs
-from tnlib_torch.weights import _read_state_dict
+from tnlib_torch.zoo.data import cifar10, cifar100, digits, image_folder, loader
+from tnlib_torch.zoo.models import CIFAR_RESNET_DEPTHS, MODELS, build_model
+from tnlib_torch.zoo.weights import _read_state_dict
 
 __all__ = ["StudyInputs", "check_checkpoint", "check_device", "fetch_data", "resolve_inputs", "select_layers"]
 

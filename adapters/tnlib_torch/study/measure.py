@@ -63,11 +63,11 @@ from torch import Tensor, nn
 
 import tnlib
 from tnlib import KERNEL_LABELS, Cut
-from tnlib_torch._geometry import check_count
-from tnlib_torch.accounting import count_params
-from tnlib_torch.compress import compress
-from tnlib_torch.surgery import LayerReport, select_convs, truncate_model_
-from tnlib_torch.train import TrainingDiverged, evaluate, fine_tune
+from tnlib_torch._checks import check_count, check_module
+from tnlib_torch.compression.accounting import count_params
+from tnlib_torch.compression.compress import compress
+from tnlib_torch.compression.surgery import LayerReport, select_convs, truncate_model_
+from tnlib_torch.zoo.train import TrainingDiverged, evaluate, fine_tune
 
 __all__ = [
     "ALL",
@@ -127,12 +127,6 @@ def _metrics(model: nn.Module, loader: Loader) -> dict[str, float]:
 
 # -- arguments ---------------------------------------------------------------------------------------
 
-
-def _check_model(model: object) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-
-
 def _check_fraction(value: object, name: str, *, one: bool = False) -> float:
     """``value`` as a float in (0, 1), or (0, 1] with ``one``."""
     interval = "(0, 1]" if one else "(0, 1)"
@@ -165,7 +159,7 @@ def _canonical_cut(cut: str | Cut) -> str:
 
 def _dense_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
     """The convs with ``groups == 1``, by name, in model order."""
-    _check_model(model)
+    check_module(model)
     return {name: conv for name, conv in select_convs(model) if conv.groups == 1}
 
 
@@ -440,7 +434,7 @@ def recovery_control(model: nn.Module, train_loader: Loader, test_loader: Loader
         ``key = ["recovery_control"]``; ``epochs``, ``lr``, ``seed``,
         ``before``, ``history`` and ``after`` as in :func:`recovery`.
     """
-    _check_model(model)
+    check_module(model)
     _check_training(epochs, lr, seed)
     trained = _fine_tuned(copy.deepcopy(model), train_loader, test_loader, epochs, lr, seed)
     return _record("recovery_control", **trained)

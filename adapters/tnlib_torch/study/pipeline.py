@@ -61,8 +61,8 @@ from tnlib_torch.study.measure import ALL
 from tnlib_torch.study.report import write_report
 from tnlib_torch.study.runner import Task, TaskOutput, cached_inputs, check_placement, open_runner
 from tnlib_torch.study.store import MANIFEST, RESULTS, ResultStore, atomic_write_bytes, atomic_write_text
-from tnlib_torch.train import fine_tune
-from tnlib_torch.weights import load_checkpoint
+from tnlib_torch.zoo.train import fine_tune
+from tnlib_torch.zoo.weights import load_checkpoint
 
 __all__ = ["BASELINE", "DECOMPOSITION_BUDGET", "SWEEP_CSV", "SWEEP_COLUMNS", "TRAINING", "StudyResult",
            "plan_tasks", "run_study"]

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from tnlib_torch._geometry import check_count
+from tnlib_torch._checks import check_count
 from tnlib_torch.study import measure
 from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.study.inputs import resolve_inputs

@@ -35,10 +35,10 @@ from torch import nn
 
 import tnlib
 from tnlib.truncation import tail_weights
-from tnlib_torch._chain import FactorizedModule
-from tnlib_torch._geometry import ConvGeometry
-from tnlib_torch.cp_conv import CPConv2d
-from tnlib_torch.layers import MPSConv2d, SVDConv2d, SVDLinear, Tucker2Conv2d
+from tnlib_torch.layers.chain import FactorizedModule
+from tnlib_torch.layers.cp import CPConv2d
+from tnlib_torch.layers.factorized import MPSConv2d, SVDConv2d, SVDLinear, Tucker2Conv2d
+from tnlib_torch.layers.geometry import ConvGeometry
 
 #: The most values a grid of candidate ranks takes per mode or bond (Tucker-2, MPS).
 GRID_POINTS = {"tucker2": 48, "mps": 12}

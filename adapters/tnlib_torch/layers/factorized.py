@@ -20,7 +20,7 @@ layer              chain (per group)                                            
 The stride, padding (ints, pairs, ``"same"``, ``"valid"``; every
 ``padding_mode``) and dilation along each axis go to the one sub-conv that
 owns the axis; grouped and depthwise convs are factorized group by group (see
-:mod:`tnlib_torch._geometry`).  The bias goes on the last sub-layer.
+:mod:`tnlib_torch.layers.geometry`).  The bias goes on the last sub-layer.
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ import torch
 from torch import Tensor, nn
 
 import tnlib
-from tnlib_torch._chain import FactorizedConv2d, FactorizedModule, Fit
-from tnlib_torch._geometry import ConvGeometry, check_count
-from tnlib_torch._reports import as_stored, truncation_report
-from tnlib_torch.cp_conv import CPConv2d, CPFitInfo
+from tnlib_torch._checks import check_count
+from tnlib_torch.layers.chain import FactorizedConv2d, FactorizedModule, Fit
+from tnlib_torch.layers.cp import CPConv2d, CPFitInfo
+from tnlib_torch.layers.geometry import ConvGeometry
+from tnlib_torch.layers.reports import as_stored, truncation_report
 
 __all__ = ["CPConv2d", "CPFitInfo", "FactorizedConv2d", "FactorizedModule", "MPSConv2d", "SVDConv2d", "SVDLinear",
            "Tucker2Conv2d"]

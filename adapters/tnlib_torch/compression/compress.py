@@ -20,13 +20,13 @@ Three policies choose the ranks:
   dense.
 * **budget**: the selected layers may keep a fraction ``budget`` of their
   parameters or MACs.  Each layer offers candidate ranks with their exact cost
-  and an error estimate from its spectra (see :mod:`tnlib_torch._structures`),
-  and :func:`tnlib_torch.policy.allocate` minimizes the sum of the layers'
+  and an error estimate from its spectra (see :mod:`tnlib_torch.compression.structures`),
+  and :func:`tnlib_torch.compression.policy.allocate` minimizes the sum of the layers'
   squared relative errors under the budget, greedily: the smallest error
   increase per unit of cost saved.
 * **accuracy** (``budget`` and ``evaluate``): the candidates of each layer at
   ``eval_points`` cost fractions are scored by ``evaluate`` on the model with
-  that one layer compressed, and :func:`tnlib_torch.policy.select_by_score`
+  that one layer compressed, and :func:`tnlib_torch.compression.policy.select_by_score`
   keeps the lowest score as high as the budget allows (AIMET's greedy
   compression-ratio selection), then spends what is left on upgrades.
 """
@@ -42,15 +42,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnlib_torch._chain import FactorizedModule
-from tnlib_torch._compress_request import BUDGET_ON, METHODS, SIZE_KEYWORDS, CompressRequest, check_request
-from tnlib_torch._costs import ChainCosts
-from tnlib_torch._reports import norm_loss, relative_error
-from tnlib_torch._structures import LinearStructure, Structure, SVDStructure
-from tnlib_torch.accounting import count_params, layer_costs, run_with_hooks
-from tnlib_torch.compression_report import CompressionReport, LayerCompression
-from tnlib_torch.policy import Option, allocate, efficient_frontier, select_by_score
-from tnlib_torch.surgery import select_layers, truncated_kernel
+from tnlib_torch._checks import check_module
+from tnlib_torch.compression.accounting import count_params, layer_costs, run_with_hooks
+from tnlib_torch.compression.costs import ChainCosts
+from tnlib_torch.compression.policy import Option, allocate, efficient_frontier, select_by_score
+from tnlib_torch.compression.report import CompressionReport, LayerCompression
+from tnlib_torch.compression.request import BUDGET_ON, METHODS, SIZE_KEYWORDS, CompressRequest, check_request
+from tnlib_torch.compression.structures import LinearStructure, Structure, SVDStructure
+from tnlib_torch.compression.surgery import select_layers, truncated_kernel
+from tnlib_torch.layers.chain import FactorizedModule
+from tnlib_torch.layers.reports import norm_loss, relative_error
 
 __all__ = ["BUDGET_ON", "METHODS", "SIZE_KEYWORDS", "compress", "compress_"]
 
@@ -74,8 +75,7 @@ def compress(model: nn.Module, method: str = "tucker2", **options: Any) -> tuple
     >>> type(model[2]).__name__
     'Conv2d'
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     compressed = copy.deepcopy(model)
     return compressed, compress_(compressed, method, **options)
 
@@ -171,8 +171,7 @@ def compress_(
                                                                     max_rank=max_rank),
                             options=dict(cutoff=cutoff, cut=cut, order=order), fit=fit, linear=linear, budget=budget,
                             budget_on=budget_on, evaluate=evaluate, eval_points=eval_points, input_size=input_size)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     selected = _selected(model, request.linear, include, exclude, layers, where)
     costs_before = None if input_size is None else layer_costs(model, input_size)
     before = {name: (count_params(layer), layer.weight.detach().clone()) for name, layer in selected.items()}

@@ -8,7 +8,7 @@
   keys are those of the published checkpoints of akamaster/pytorch_resnet_cifar10;
 * :func:`resnet18_cifar`, :func:`resnet50_cifar`: the ImageNet ResNet-18/50 with
   a 3x3 stride-1 stem and no max-pool, for 32x32 inputs;
-* :func:`load_checkpoint` (from :mod:`tnlib_torch.weights`): a checkpoint into a
+* :func:`load_checkpoint` (from :mod:`tnlib_torch.zoo.weights`): a checkpoint into a
   model, by ``torch.load(..., weights_only=True)`` only, checked against the model
   before anything is copied;
 * :data:`MODELS` and :func:`build_model`: the models by name.
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnlib_torch._geometry import check_count
-from tnlib_torch.weights import load_checkpoint
+from tnlib_torch._checks import check_count
+from tnlib_torch.zoo.weights import load_checkpoint
 
 __all__ = [
     "CIFAR_RESNET_DEPTHS",

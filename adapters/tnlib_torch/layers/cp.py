@@ -22,9 +22,10 @@ import torch
 from torch import Tensor, nn
 
 import tnlib
-from tnlib_torch._chain import FactorizedConv2d, Fit
-from tnlib_torch._geometry import ConvGeometry, check_count
-from tnlib_torch._reports import relative_error
+from tnlib_torch._checks import check_count
+from tnlib_torch.layers.chain import FactorizedConv2d, Fit
+from tnlib_torch.layers.geometry import ConvGeometry
+from tnlib_torch.layers.reports import relative_error
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import dataclasses
 import typing
 
 from tnlib.cli import Command
-from tnlib_torch._geometry import check_count
+from tnlib_torch._checks import check_count
 from tnlib_torch.study.config import StudyConfig, checked_fields
 from tnlib_torch.study.inputs import check_device
 from tnlib_torch.study.store import FolderInUseError

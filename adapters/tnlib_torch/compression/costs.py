@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tnlib_torch._chain import FactorizedModule
-from tnlib_torch.accounting import run_with_hooks
+from tnlib_torch.compression.accounting import run_with_hooks
+from tnlib_torch.layers.chain import FactorizedModule
 
 Widths = Sequence["int | np.ndarray"]
 

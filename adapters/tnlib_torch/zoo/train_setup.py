@@ -1,4 +1,4 @@
-"""The checked arguments of :func:`tnlib_torch.train.fine_tune`, and the optimizer and scheduler they make."""
+"""The checked arguments of :func:`tnlib_torch.fine_tune`, and the optimizer and scheduler they make."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnlib_torch._datasets import check_path
-from tnlib_torch._geometry import check_count
+from tnlib_torch._checks import check_count
+from tnlib_torch.zoo.datasets import check_path
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "checked_config", "checked_path", "make_optimizer", "make_scheduler"]
 

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from tnlib_torch._datasets import check_path
+from tnlib_torch._checks import check_module
+from tnlib_torch.zoo.datasets import check_path
 
 __all__ = ["load_checkpoint"]
 
@@ -161,8 +162,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool
         missing keys, the unexpected keys and the shape conflicts, a few of each
         with their counts).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
     path = check_path(path, "path")

@@ -1,10 +1,10 @@
 """CIFAR-10 and CIFAR-100 from their official "python version" files: reading, downloading, safe extraction.
 
 :func:`cifar10` and :func:`cifar100` read the batch and meta files with the unpickler of
-:mod:`tnlib_torch._safe_pickle` (which runs no code) and check every entry; with
+:mod:`tnlib_torch.zoo.safe_pickle` (which runs no code) and check every entry; with
 ``download=True`` a missing folder is fetched from the official URL into a temporary file,
 checked against the official md5, and extracted member by member checked (no absolute paths,
-``..``, links or devices) through a staging folder. Re-exported by :mod:`tnlib_torch.data`.
+``..``, links or devices) through a staging folder. Re-exported by :mod:`tnlib_torch.zoo.data`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from tnlib._validation import check_choice
-from tnlib_torch import _safe_pickle
-from tnlib_torch._datasets import (
+from tnlib_torch.zoo import safe_pickle as _safe_pickle
+from tnlib_torch.zoo.datasets import (
     Normalize,
     PathLike,
     TensorImageDataset,

@@ -22,10 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tnlib_torch import _checkpoint
-from tnlib_torch._train_setup import OPTIMIZERS, SCHEDULES, checked_config, checked_path, make_optimizer, make_scheduler
+from tnlib_torch._checks import check_module
+from tnlib_torch.zoo import checkpoint as _checkpoint
+from tnlib_torch.zoo.train_setup import (
+    OPTIMIZERS,
+    SCHEDULES,
+    checked_config,
+    checked_path,
+    make_optimizer,
+    make_scheduler,
+)
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "EpochRecord", "History", "evaluate", "fine_tune"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "EpochRecord", "History", "TrainingDiverged", "evaluate", "fine_tune"]
 
 Loader = Iterable[tuple[Tensor, Tensor]]
 
@@ -371,8 +379,7 @@ def _training_mode(model: nn.Module, mode: bool) -> Iterator[None]:
 
 def _device(model: object, device: torch.device | str | None) -> torch.device:
     """The device a pass runs on (the model moved there when given), ``model`` checked."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     if device is None:
         first = next(model.parameters(), None)
         return torch.device("cpu") if first is None else first.device

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from tnlib_torch._geometry import check_count
-from tnlib_torch._structures import (
+from tnlib_torch._checks import check_count
+from tnlib_torch.compression.structures import (
     CPStructure,
     LinearStructure,
     MPSStructure,

@@ -27,6 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from tnlib_torch._checks import check_module
+
 __all__ = ["MAC_RULES", "LayerCost", "count_macs", "count_params", "layer_costs"]
 
 
@@ -50,12 +52,6 @@ MAC_RULES: dict[type[nn.Module], Callable[[nn.Module, torch.Tensor], int]] = {
     nn.Conv2d: _conv2d_macs,
     nn.Linear: _linear_macs,
 }
-
-
-def _check_module(module: object, name: str) -> nn.Module:
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
-    return module
 
 
 def _check_input_size(input_size: object) -> tuple[int, ...]:
@@ -167,7 +163,7 @@ def count_params(module: nn.Module) -> int:
     >>> count_params(nn.Conv2d(3, 8, 3))            # 8 * 3 * 3 * 3 weights + 8 biases
     224
     """
-    return sum(p.numel() for p in _check_module(module, "module").parameters())
+    return sum(p.numel() for p in check_module(module, "module").parameters())
 
 
 def layer_costs(model: nn.Module, input_size: Sequence[int]) -> dict[str, LayerCost]:
@@ -192,7 +188,7 @@ def layer_costs(model: nn.Module, input_size: Sequence[int]) -> dict[str, LayerC
     The forward pass is :func:`run_with_hooks`'s: eval mode, no gradients, a
     zero input, every module's training flag restored afterwards.
     """
-    model = _check_module(model, "model")
+    model = check_module(model, "model")
     leaves = {module: (name, rule) for name, module in model.named_modules() if (rule := _mac_rule(module))}
     macs = dict.fromkeys(leaves, 0)
 

@@ -1,4 +1,4 @@
-"""Checkpoints of :func:`tnlib_torch.train.fine_tune`: atomic writes, checked reads, RNG states.
+"""Checkpoints of :func:`tnlib_torch.fine_tune`: atomic writes, checked reads, RNG states.
 
 A checkpoint is one ``torch.save`` file of plain containers (dicts, lists, strings, numbers,
 ``None``) and tensors, so ``torch.load(path, weights_only=True)`` reads it.  It carries a
@@ -18,7 +18,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from tnlib._files import atomic_write_bytes
-from tnlib_torch.weights import load_weights_only
+from tnlib_torch.zoo.weights import load_weights_only
 
 __all__ = ["FORMAT", "fingerprint", "resume", "save"]
 
@@ -60,7 +60,7 @@ def resume(path: Path, fingerprint: dict[str, Any], model: nn.Module, optimizer:
     """
     checkpoint = load_weights_only(path)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a checkpoint written by tnlib_torch.train.fine_tune")
+        raise ValueError(f"{path} is not a checkpoint written by tnlib_torch.fine_tune")
     _check_entries(checkpoint, path)
     differences = _differences(checkpoint["fingerprint"], fingerprint)
     if differences:
@@ -88,12 +88,12 @@ def _check_entries(checkpoint: dict[str, Any], path: Path) -> None:
     """Every entry of :data:`_ENTRIES` present with its kind, and ``history`` a list of ``epoch`` records."""
     for key, kind in _ENTRIES.items():
         if not isinstance(checkpoint.get(key), kind):
-            raise ValueError(f"{path} is not a complete checkpoint of tnlib_torch.train.fine_tune: its {key!r} entry "
+            raise ValueError(f"{path} is not a complete checkpoint of tnlib_torch.fine_tune: its {key!r} entry "
                              f"is {type(checkpoint.get(key)).__name__}, not {kind.__name__}")
     records = checkpoint["history"].get("records")
     if not (isinstance(records, list) and len(records) == checkpoint["epoch"]
             and all(isinstance(record, dict) for record in records)):
-        raise ValueError(f"{path} is not a complete checkpoint of tnlib_torch.train.fine_tune: its history does not "
+        raise ValueError(f"{path} is not a complete checkpoint of tnlib_torch.fine_tune: its history does not "
                          f"hold one record per epoch done ({checkpoint['epoch']})")
 
 

@@ -1,12 +1,12 @@
 """The base of the torch adapter's data sets: argument checks, normalization, augmentation, tensor data sets.
 
-:class:`ImageDataset` is what every data set of :mod:`tnlib_torch.data` has (``(image, label)``
+:class:`ImageDataset` is what every data set of :mod:`tnlib_torch.zoo.data` has (``(image, label)``
 items, class names, normalization, augmentation) and :class:`TensorImageDataset` the one whose
 images are held in one tensor (CIFAR, the digits); :data:`NORMALIZATIONS` and
 :func:`resolve_normalize` give the per-channel ``(mean, std)``, :func:`random_crop_flip` the
 standard CIFAR augmentation, and :func:`check_bool` and :func:`check_path` the argument checks
 the data set builders share (with :func:`tnlib._validation.check_choice`). The public names are
-re-exported by :mod:`tnlib_torch.data`.
+re-exported by :mod:`tnlib_torch.zoo.data`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from tnlib_torch._geometry import check_count
+from tnlib_torch._checks import check_count
 
 __all__ = [
     "NORMALIZATIONS",

@@ -1,7 +1,7 @@
 """Data sets for the torch adapter, read safely and without torchvision.
 
 - :func:`cifar10`, :func:`cifar100`: the official "python version" of CIFAR-10/100, read with an
-  unpickler that runs no code (:mod:`tnlib_torch._safe_pickle`), optionally downloaded and
+  unpickler that runs no code (:mod:`tnlib_torch.zoo.safe_pickle`), optionally downloaded and
   checked against the official md5;
 - :func:`image_folder`: the ``path/<class>/<image>`` layout, decoded by Pillow;
 - :func:`digits`: scikit-learn's bundled 8x8 handwritten digits, a seeded stratified split (no
@@ -28,8 +28,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tnlib._validation import check_choice
-from tnlib_torch._cifar import cifar10, cifar100
-from tnlib_torch._datasets import (
+from tnlib_torch._checks import check_count
+from tnlib_torch.zoo.cifar import cifar10, cifar100
+from tnlib_torch.zoo.datasets import (
     NORMALIZATIONS,
     ImageDataset,
     Normalize,
@@ -40,8 +41,7 @@ from tnlib_torch._datasets import (
     random_crop_flip,
     resolve_normalize,
 )
-from tnlib_torch._geometry import check_count
-from tnlib_torch._safe_pickle import UnsafePickleError
+from tnlib_torch.zoo.safe_pickle import UnsafePickleError
 
 __all__ = [
     "NORMALIZATIONS",

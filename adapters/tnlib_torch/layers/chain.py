@@ -17,8 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from tnlib_torch._geometry import ConvGeometry, fold
-from tnlib_torch._reports import as_stored
+from tnlib_torch.layers.geometry import ConvGeometry, fold
+from tnlib_torch.layers.reports import as_stored
 
 #: Two fits whose relative errors differ by no more than this err alike: float64 round-off of a fit is
 #: about ``1e-15`` of the kernel's norm, so a difference below ``1e-12`` says nothing about which is better.
@@ -92,7 +92,7 @@ class FactorizedConv2d(FactorizedModule):
     Has the attributes of ``nn.Conv2d`` that describe its geometry
     (``in_channels``, ``out_channels``, ``kernel_size``, ``stride``,
     ``padding``, ``dilation``, ``groups``, ``padding_mode``), as pairs or
-    ``"same"``/``"valid"``.  See :mod:`tnlib_torch._geometry` for how the
+    ``"same"``/``"valid"``.  See :mod:`tnlib_torch.layers.geometry` for how the
     chain keeps the conv's semantics.
     """
 

@@ -24,7 +24,6 @@ of the output only ever sees group ``g`` of the input.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,19 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tnlib_torch._checks import check_count
+
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 AXES = "hw"
-
-
-def check_count(value: Any, name: str, minimum: int = 1, maximum: int | None = None, why: str = "") -> int:
-    """An integer in ``[minimum, maximum]`` (bools refused), with a message naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} = {value} exceeds {maximum}, the most {why}")
-    return int(value)
 
 
 def _pair(value: Any, name: str, minimum: int) -> tuple[int, int]:

@@ -28,8 +28,9 @@ from torch import nn
 
 import tnlib
 from tnlib import KERNEL_LABELS, Cut, TruncationInfo
-from tnlib_torch._reports import as_stored, truncation_report
-from tnlib_torch.accounting import count_params
+from tnlib_torch._checks import check_module
+from tnlib_torch.compression.accounting import count_params
+from tnlib_torch.layers.reports import as_stored, truncation_report
 
 __all__ = ["SUPPORTED_MODULES", "LayerReport", "select_convs", "truncate_conv_", "truncate_model_"]
 
@@ -271,8 +272,7 @@ def select_layers(
     where: Callable[[str, nn.Module], bool] | None = None,
 ) -> list[tuple[str, nn.Module]]:
     """:func:`select_convs` for the layers of the given ``types``; ``layers`` indexes the list of those."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     candidates = [(name, module) for name, module in model.named_modules() if isinstance(module, types)]
     kinds = " or ".join(f"nn.{kind.__name__}" for kind in types)
     include, exclude = _patterns(include, "include"), _patterns(exclude, "exclude") or ()

@@ -1,0 +1,44 @@
+"""Compressing a model's layers (see docs/torch_compress.md and docs/torch_surgery.md).
+
+- :mod:`~tnlib_torch.compression.surgery`: kernels truncated in place along cuts, layer selection;
+- :mod:`~tnlib_torch.compression.accounting`: parameters and MACs (the latter on the meta device);
+- :mod:`~tnlib_torch.compression.costs`: exact costs of a factorized structure at every rank;
+- :mod:`~tnlib_torch.compression.structures`: one structure per method, its fits and candidates;
+- :mod:`~tnlib_torch.compression.policy`: choosing one option per layer under a global budget;
+- :mod:`~tnlib_torch.compression.request`: the checked arguments of one ``compress`` call;
+- :mod:`~tnlib_torch.compression.compress`: :func:`compress` and :func:`compress_`;
+- :mod:`~tnlib_torch.compression.report`: :class:`CompressionReport`.
+
+It builds on :mod:`tnlib_torch.layers`; nothing here imports the study or the zoo.
+"""
+
+from tnlib_torch.compression.accounting import MAC_RULES, LayerCost, count_macs, count_params, layer_costs
+from tnlib_torch.compression.compress import BUDGET_ON, METHODS, SIZE_KEYWORDS, compress, compress_
+from tnlib_torch.compression.report import CompressionReport, LayerCompression
+from tnlib_torch.compression.surgery import (
+    SUPPORTED_MODULES,
+    LayerReport,
+    select_convs,
+    truncate_conv_,
+    truncate_model_,
+)
+
+__all__ = [
+    "BUDGET_ON",
+    "MAC_RULES",
+    "METHODS",
+    "SIZE_KEYWORDS",
+    "SUPPORTED_MODULES",
+    "CompressionReport",
+    "LayerCompression",
+    "LayerCost",
+    "LayerReport",
+    "compress",
+    "compress_",
+    "count_macs",
+    "count_params",
+    "layer_costs",
+    "select_convs",
+    "truncate_conv_",
+    "truncate_model_",
+]
