@@ -42,7 +42,7 @@ Sections:
 1. **ALS per iteration**: a ``256 x 256 x 3 x 3`` standard-normal float64
    kernel (``default_rng(0)``) at rank 64, SVD init, line search off on both
    sides.  Timed for 1 and ``N`` iterations (``N = 50``; quick: a
-   ``64 x 64 x 3 x 3`` kernel at rank 16, ``N = 20``); the per-iteration cost
+   ``32 x 32 x 3 x 3`` kernel at rank 8, ``N = 5``); the per-iteration cost
    is the marginal ``(T(N) - T(1)) / (N - 1)``, which leaves out the SVD
    initialization.  Errors are compared after the same number of iterations.
    The arithmetic bound of one of our sweeps is its two dimension-tree
@@ -55,7 +55,7 @@ Sections:
 2. **Memory**: the peak of the bytes newly allocated (:mod:`tracemalloc`; NumPy's
    arrays are traced, LAPACK's workspace is not) by a rank-64 CP-ALS of 2
    iterations of a ``512 x 512 x 3 x 3`` kernel, as a multiple of the kernel's
-   bytes (quick: ``128 x 128 x 3 x 3`` at rank 32), ours and tensorly's, each in
+   bytes (quick: ``64 x 64 x 3 x 3`` at rank 16), ours and tensorly's, each in
    an untimed call of its own; the row's timings and errors are separate calls
    (ours best of 3, tensorly one call).  A tensorly whose SVD init asked for
    *full* SVDs when ``rank > min(unfolding)`` would allocate a
@@ -70,7 +70,7 @@ Sections:
 3. **LM against ALS at equal time**, on pretrained CIFAR-10 ResNet-56 kernels
    (``../shared/data/pretrained``, when the file and torch are present): the
    middle ``16x16x3x3``, ``32x32x3x3`` and ``64x64x3x3`` kernel (one per stage)
-   at ranks 16, 32 and 64 (quick: 16 and 32).  Ours LM runs a fixed number of
+   at ranks 16, 32 and 64 (quick: the 16x16 kernel at rank 16).  Ours LM runs a fixed number of
    steps (50; quick 10) and its time is the budget.  Ours ALS (line search on)
    and tensorly ``parafac`` (``linesearch=True``) get the same budget: each is
    timed for 1 and for as many iterations as LM made, the per-iteration time
@@ -87,7 +87,7 @@ Sections:
    columns at cosine 0.9, 0.95 and 0.99 in every mode, from the SVD start and
    from a random start (ours ``init="random", seed=0``; tensorly
    ``init="random", random_state=0``, a different draw).  Ours LM runs a fixed
-   number of steps (300; quick 100) and its time is the budget; ours ALS (line
+   number of steps (300; quick: 30, at cosine 0.95 only) and its time is the budget; ours ALS (line
    search on) and tensorly (``linesearch=True``) get the same budget as in
    section 3.
 
@@ -116,15 +116,18 @@ from benchmarks.harness import Check, Row, Section, Timing, measure, standalone
 from tnlib.decompositions.cp_tensor import balanced_split
 
 SHAPE, RANK, ITERS = (256, 256, 3, 3), 64, 50
-QUICK_SHAPE, QUICK_RANK, QUICK_ITERS = (64, 64, 3, 3), 16, 20
+QUICK_SHAPE, QUICK_RANK, QUICK_ITERS = (32, 32, 3, 3), 8, 5
 MEMORY_SHAPE, MEMORY_RANK = (512, 512, 3, 3), 64
-QUICK_MEMORY_SHAPE, QUICK_MEMORY_RANK = (128, 128, 3, 3), 32
+QUICK_MEMORY_SHAPE, QUICK_MEMORY_RANK = (64, 64, 3, 3), 16
 MEMORY_ITERS = 2
 RESNET_WIDTHS = (16, 32, 64)
-RESNET_RANKS, QUICK_RESNET_RANKS = (16, 32, 64), (16, 32)
+RESNET_RANKS, QUICK_RESNET_RANKS = (16, 32, 64), (16,)
+#: The ResNet-56 kernels raced in a quick run: the first of :func:`_resnet_layers` (the 16x16 one).
+QUICK_RESNET_LAYERS = 1
 LM_STEPS, QUICK_LM_STEPS = 50, 10
 SWAMP_SHAPE, SWAMP_RANK, SWAMP_COSINES, SWAMP_INITS = (30, 30, 9), 3, (0.9, 0.95, 0.99), ("svd", "random")
-SWAMP_STEPS, QUICK_SWAMP_STEPS = 300, 100
+SWAMP_STEPS, QUICK_SWAMP_STEPS = 300, 30
+QUICK_SWAMP_COSINES = (0.95,)
 SPEEDUP_TARGET, ERROR_SLACK, MEMORY_TARGET = 20.0, 1e-6, 8.0
 #: Tolerated mismatch of an equal-time run's time with the budget, and secant corrections to reach it.
 BUDGET_SLACK, BUDGET_STEPS = 0.10, 3
@@ -499,7 +502,8 @@ def bench_resnet56(quick: bool) -> Section:
         missing = "torch is not installed" if RESNET56.is_file() else f"{RESNET56} not found"
         return Section(title, [], notes=[f"skipped: {missing}"])
     tally = _Tally()
-    for index, k in _resnet_layers(pretrained_kernels(RESNET56)):
+    layers = _resnet_layers(pretrained_kernels(RESNET56))
+    for index, k in layers[:QUICK_RESNET_LAYERS] if quick else layers:
         for rank in ranks:
             tally.race(f"layer {index} ({_label(k.shape)}) R={rank}", k, rank, steps, repeat)
     notes = [
@@ -520,7 +524,7 @@ def bench_swamps(quick: bool) -> Section:
     title = (f"CP swamps at equal time: exactly rank-{SWAMP_RANK} {label} tensors, two components at cosine c in "
              f"every mode; tnlib LM ({steps} steps) against tnlib ALS and {PEER}, both with line search")
     tally = _Tally()
-    for cosine in SWAMP_COSINES:
+    for cosine in QUICK_SWAMP_COSINES if quick else SWAMP_COSINES:
         k = swamp_tensor(cosine)
         for init in SWAMP_INITS:
             tally.race(f"c={cosine} {init} init", k, SWAMP_RANK, steps, repeat, init=init)

@@ -1,6 +1,6 @@
 """CPU evaluation throughput of the study's networks: :func:`tnlib_torch.evaluate` against a bare loop.
 
-For VanillaCNN (default widths), ResNet-20 and ResNet-56 on 3x32x32 inputs,
+For VanillaCNN (default widths), ResNet-20 and ResNet-56 (quick: the first two) on 3x32x32 inputs,
 "ours" is ``tnlib_torch.evaluate(model, loader)`` (eval mode,
 ``torch.inference_mode()``, cross-entropy loss, top-1 and top-5 over every
 sample) and the peer is the bare inference loop a user would write,
@@ -8,7 +8,7 @@ sample) and the peer is the bare inference loop a user would write,
 what evaluate's bookkeeping costs.  The table also gives images per second.
 
 The loader holds random float32 images and labels in memory (a
-``TensorDataset`` of 1024 samples, batch 256; quick: 256 samples, batch 128),
+``TensorDataset`` of 1024 samples, batch 256; quick: 32 samples, batch 16),
 so decoding and augmentation are not timed.  torch's threads are pinned to
 :data:`benchmarks.harness.THREADS` (2) by the harness.  Each timing is the best
 of 3 passes over the loader after one warm-up pass (quick: 1).
@@ -29,7 +29,7 @@ from tnlib_torch.zoo.train import evaluate
 
 MODELS = (("VanillaCNN", vanilla_cnn), ("ResNet-20", lambda: cifar_resnet(20)), ("ResNet-56", lambda: cifar_resnet(56)))
 SAMPLES, BATCH, REPEAT = 1024, 256, 3
-QUICK_SAMPLES, QUICK_BATCH, QUICK_REPEAT = 256, 128, 1
+QUICK_SAMPLES, QUICK_BATCH, QUICK_REPEAT, QUICK_MODELS = 32, 16, 1, 2
 #: evaluate's throughput relative to the bare loop's, at least.
 TARGET = 0.9
 
@@ -48,7 +48,7 @@ def run(quick: bool = False) -> list[Section]:
                          torch.randint(0, 10, (samples,), generator=generator))
     loader = DataLoader(data, batch_size=batch)
     rows = []
-    for name, build in MODELS:
+    for name, build in MODELS[:QUICK_MODELS] if quick else MODELS:
         torch.manual_seed(0)
         model = build().eval()
         ours, metrics = measure(partial(evaluate, model, loader), repeat=repeat, warmup=1)

@@ -29,6 +29,8 @@ from benchmarks.harness import Check, Row, Section, Timing, measure, standalone
 
 RESNET56 = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrained" / "resnet56-4bfd9763.th"
 CUTS = tnlib.all_cuts("oihw")
+#: A quick run: the ResNet-50 widths divided by this, and the first kernels of the pretrained ResNet-56.
+QUICK_WIDTH_DIVISOR, QUICK_KERNELS = 16, 4
 
 
 def cifar_resnet50_shapes(width_divisor: int = 1) -> list[tuple[int, int, int, int]]:
@@ -121,17 +123,17 @@ def compare_network(title: str, kernels: Iterable[np.ndarray], quick: bool) -> S
 
 
 def run(quick: bool = False) -> list[Section]:
-    """The random CIFAR ResNet-50, then the pretrained ResNet-56 (quick: widths / 8, first 8 kernels)."""
-    shapes = cifar_resnet50_shapes(8 if quick else 1)
-    sections = [
-        compare_network(f"CIFAR ResNet-50{' / 8' if quick else ''} (random float32)", random_kernels(shapes), quick)
-    ]
+    """The random CIFAR ResNet-50, then the pretrained ResNet-56 (quick: widths / 16, first 4 kernels)."""
+    shapes = cifar_resnet50_shapes(QUICK_WIDTH_DIVISOR if quick else 1)
+    title = f"CIFAR ResNet-50{f' / {QUICK_WIDTH_DIVISOR}' if quick else ''} (random float32)"
+    sections = [compare_network(title, random_kernels(shapes), quick)]
     if not RESNET56.is_file() or importlib.util.find_spec("torch") is None:
         missing = "torch is not installed" if RESNET56.is_file() else f"{RESNET56} not found"
         sections.append(Section("All-cut spectra, pretrained ResNet-56", [], notes=[f"skipped: {missing}"]))
         return sections
     kernels = pretrained_kernels(RESNET56)
-    sections.append(compare_network("pretrained ResNet-56 (CIFAR-10)", kernels[:8] if quick else kernels, quick))
+    kernels = kernels[:QUICK_KERNELS] if quick else kernels
+    sections.append(compare_network("pretrained ResNet-56 (CIFAR-10)", kernels, quick))
     return sections
 
 

@@ -25,7 +25,7 @@ import tnlib
 from benchmarks.harness import Check, Row, Section, Timing, measure, standalone
 
 SHAPE, RANK = (512, 4608), 64
-QUICK_SHAPE, QUICK_RANK = (128, 1152), 16
+QUICK_SHAPE, QUICK_RANK = (64, 576), 8
 
 
 def decaying_matrix(shape: tuple[int, int], dtype: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ def bench_dtype(dtype: str, quick: bool) -> Section:
     import torch
 
     shape, rank = (QUICK_SHAPE, QUICK_RANK) if quick else (SHAPE, RANK)
-    repeat = 2 if quick else 7
+    repeat = 1 if quick else 7
     a, s = decaying_matrix(shape, dtype)
     optimal = float(np.sqrt(np.sum(s[rank:] ** 2) / np.sum(s**2)))
     ours, peers = _solvers(a, rank)

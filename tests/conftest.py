@@ -1,9 +1,14 @@
-"""Shared fixtures: the array backends every core test runs on, and planted oracles."""
+"""Shared fixtures: the array backends every core test runs on, planted oracles, and one trained CNN.
+
+The trained CNN is made once per session (:func:`digits_cnn_state`): the test files that need a
+trained model share it instead of each training their own.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,3 +64,52 @@ def backend(request) -> Backend:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+# -- one trained model for the whole session -------------------------------------------------------------------------
+
+#: The small four-layer CNN of the study tests: ``vanilla_cnn(in_channels=1, widths=DIGITS_CNN_WIDTHS)``.
+DIGITS_CNN_WIDTHS = (8, 8, 16, 16)
+#: How :func:`digits_cnn_state` trains it on scikit-learn's digits (about 97% test accuracy).
+DIGITS_CNN_TRAINING = {"epochs": 3, "lr": 0.05, "seed": 0}
+
+
+@pytest.fixture(scope="session")
+def digits_cnn_state() -> dict[str, Any]:
+    """The state dict of the small CNN trained on digits, trained once per session (seeded: the same every run).
+
+    ``torch.manual_seed(0)`` before the build, batches of 64 shuffled with seed 0, then
+    :data:`DIGITS_CNN_TRAINING`.  Never change it: build a model from it with :func:`digits_cnn`.
+    """
+    pytest.importorskip("sklearn")
+    torch = pytest.importorskip("torch")
+    import tnlib_torch as tt
+
+    torch.manual_seed(0)
+    model = tt.vanilla_cnn(in_channels=1, widths=DIGITS_CNN_WIDTHS)
+    tt.fine_tune(model, tt.loader(tt.digits(), batch_size=64, shuffle=True, seed=0), progress=False,
+                 **DIGITS_CNN_TRAINING)
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+@pytest.fixture
+def digits_cnn(digits_cnn_state) -> Callable[[], Any]:
+    """A factory of fresh copies of the trained small CNN: what a test does to one leaves the others alone."""
+    import tnlib_torch as tt
+
+    def build() -> Any:
+        model = tt.vanilla_cnn(in_channels=1, widths=DIGITS_CNN_WIDTHS)
+        model.load_state_dict(digits_cnn_state)
+        return model
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def digits_cnn_checkpoint(digits_cnn_state, tmp_path_factory) -> Path:
+    """The trained small CNN's state dict in a file, as ``torch.save`` writes it (a study's ``checkpoint``)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("digits_cnn") / "weights.pt"
+    torch.save(digits_cnn_state, path)
+    return path

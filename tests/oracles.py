@@ -53,3 +53,38 @@ def safe_rel_error(reference, approx) -> float:
     exponent = -np.frexp(np.abs(reference).max())[1]
     reference, approx = np.ldexp(reference, exponent), np.ldexp(approx, exponent)
     return float(np.linalg.norm(reference - approx) / np.linalg.norm(reference))
+
+
+def second_moment(rng: np.random.Generator, n: int, samples: int | None = None, scales=None) -> np.ndarray:
+    """``E[x x^T]`` estimated from ``samples`` Gaussian inputs of dimension ``n`` whose coordinate ``j`` has
+    standard deviation ``scales[j]`` (default 1); fewer samples than ``n`` give a rank-deficient moment."""
+    samples = 4 * n if samples is None else samples
+    scales = np.ones(n) if scales is None else np.asarray(scales, dtype=np.float64)
+    x = rng.standard_normal((n, samples)) * scales[:, None]
+    return x @ x.T / samples
+
+
+def psd_sqrt(m: np.ndarray, ridge: float = 0.0) -> np.ndarray:
+    """The symmetric square root of a symmetric PSD matrix, its eigenvalues clipped at ``ridge * max``."""
+    w, v = np.linalg.eigh((m + m.T) / 2)
+    return (v * np.sqrt(np.maximum(w, ridge * w[-1]))) @ v.T
+
+
+def apply_metric(x: np.ndarray, roots: dict, labels: str) -> np.ndarray:
+    """``x`` with each group's combined index (row-major in the group's order) multiplied by its matrix:
+    ``out[..., k, ...] = sum_j x[..., j, ...] roots[group][j, k]``."""
+    for group, root in roots.items():
+        axes = [labels.index(c) for c in group]
+        rest = [a for a in range(x.ndim) if a not in axes]
+        moved = np.transpose(x, rest + axes)
+        flat = moved.reshape(-1, root.shape[0]) @ root
+        x = np.transpose(flat.reshape(moved.shape), np.argsort(rest + axes))
+    return x
+
+
+def metric_rel_error(reference, approx, metric: dict, labels: str, ridge: float = 0.0) -> float:
+    """``||reference - approx||_M / ||reference||_M`` with ``||X||_M = ||X x_G sqrt(M_G)||_F`` (brute force)."""
+    roots = {group: psd_sqrt(np.asarray(m, dtype=np.float64), ridge) for group, m in metric.items()}
+    reference = np.asarray(reference, dtype=np.float64)
+    diff = apply_metric(reference - np.asarray(approx, dtype=np.float64), roots, labels)
+    return float(np.linalg.norm(diff) / np.linalg.norm(apply_metric(reference, roots, labels)))

@@ -11,8 +11,9 @@ from tnlib.cuts import KERNEL_LABELS, Cut, all_cuts, matricize, truncate
 from tnlib.decompositions.cp import CP_INITS, CP_METHODS, cp
 from tnlib.decompositions.cp_rank import CPRankSearch, cp_rank
 from tnlib.decompositions.cp_significance import CPSignificance, cp_significance
-from tnlib.decompositions.cp_tensor import CPTensor
-from tnlib.decompositions.mps import MPS, mps
+from tnlib.decompositions.cp_tensor import CPFit, CPTensor
+from tnlib.decompositions.mps import MPS
+from tnlib.decompositions.tt_svd import mps
 from tnlib.decompositions.tucker import TuckerTensor, tucker
 from tnlib.decompositions.tucker_ranks import evbmf_rank, tucker_ranks
 from tnlib.spectrum import Spectrum, spectra, spectrum
@@ -27,6 +28,7 @@ __all__ = [
     "KERNEL_LABELS",
     "SVD_METHODS",
     "VALUE_METHODS",
+    "CPFit",
     "CPRankSearch",
     "CPSignificance",
     "CPTensor",

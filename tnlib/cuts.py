@@ -14,8 +14,9 @@ A tensor of order ``n`` has ``2**(n-1) - 1`` distinct cuts: 7 for a kernel,
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from itertools import combinations
 from math import prod
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice, check_ordered, check_positive_int, check_seed, describe
+from tnlib.metric import Metric, check_cuts
 from tnlib.svd import SVD_METHODS, truncated_svd_checked
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
@@ -255,6 +257,8 @@ def truncate(
     cutoff: float | None = None,
     method: str = "auto",
     seed: int | np.random.Generator | None = None,
+    *,
+    metric: Mapping[str, Array] | None = None,
 ) -> tuple[Array, TruncationInfo]:
     """Truncate a tensor across one cut, or several cuts in turn.
 
@@ -284,6 +288,13 @@ def truncate(
         Per cut, drop singular values below ``cutoff * s_max``.
     method, seed
         Passed to :func:`tnlib.truncated_svd`.
+    metric
+        ``{group: M}`` (:mod:`tnlib.metric`): measure everything in the norm
+        ``||X||_M``.  Each cut is then the best rank-``r`` approximation in that
+        norm (the truncated SVD of ``T_(A|B)`` with each group's square root
+        applied, mapped back), and ``rel_error`` and the report are in that
+        norm.  Every cut must keep each group on one side (``ValueError``
+        otherwise).
 
     Returns
     -------
@@ -291,8 +302,9 @@ def truncate(
         Same shape, dtype, backend and device as ``tensor``.
     info : TruncationInfo
         ``ranks`` kept per cut; ``rel_error``, ``norm_loss`` and
-        ``discarded_weight`` of the whole result against ``tensor``; ``steps``
-        holds each cut's own report (relative to its input) for several cuts.
+        ``discarded_weight`` of the whole result against ``tensor`` (in the
+        metric's norm with ``metric``); ``steps`` holds each cut's own report
+        (relative to its input) for several cuts.
 
     Examples
     --------
@@ -309,7 +321,18 @@ def truncate(
     spec = TruncationSpec.from_kwargs(max_ranks[0], rel_error, cutoff)
     check_choice(method, "method", ("auto", *SVD_METHODS))
     rng = check_seed(seed)
+    weights = Metric.build(metric, labels, x, partial(check_cuts, cuts=cuts))
+    if weights is None:
+        return _truncate_checked(x, cuts, labels, max_ranks, spec, method, rng)
+    result, info = _truncate_checked(weights.to_metric_space(x), cuts, labels, max_ranks, spec, method, rng)
+    return weights.from_metric_space(result), info
 
+
+def _truncate_checked(
+    x: Array, cuts: list[Cut], labels: str, max_ranks: list[int | None], spec: TruncationSpec, method: str,
+    rng: np.random.Generator,
+) -> tuple[Array, TruncationInfo]:
+    """:func:`truncate` on validated arguments, in the Frobenius norm."""
     norm = B.frobenius_norm(x)
     current, steps, spent = x, [], 0.0
     for i, c in enumerate(cuts):

@@ -29,6 +29,7 @@ import numpy as np
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice, check_ordered, describe
 from tnlib.cuts import Cut, CutLike, all_cuts, as_cut, cut_matrix_shape, matricize_checked, resolve_labels
+from tnlib.metric import Metric, check_cuts
 from tnlib.svd import VALUE_METHODS, exact_method, squared_singular_values
 from tnlib.truncation import TruncationSpec, tail_weights
 
@@ -254,12 +255,15 @@ def spectrum(
     cut: CutLike,
     labels: str | Sequence[str] | None = None,
     method: str = "auto",
+    *,
+    metric: Mapping[str, Array] | None = None,
 ) -> Spectrum:
     """The :class:`Spectrum` of ``tensor`` across ``cut``.
 
     ``method`` chooses the values-only solver of :func:`tnlib.singular_values`:
     ``"auto"`` (Gram eigenvalues in double precision for single-precision input,
-    LAPACK for double), ``"gram"`` or ``"full"``.
+    LAPACK for double), ``"gram"`` or ``"full"``.  With ``metric`` (see
+    :func:`spectra`) the spectrum is that of ``T' = T x L^T``, in the metric's norm.
 
     Examples
     --------
@@ -269,7 +273,7 @@ def spectrum(
     >>> sp.rank, round(sp.entropy(), 6)
     (1, 0.0)
     """
-    (result,) = spectra(tensor, labels, cuts=[cut], method=method).values()
+    (result,) = spectra(tensor, labels, cuts=[cut], method=method, metric=metric).values()
     return result
 
 
@@ -278,6 +282,8 @@ def spectra(
     labels: str | Sequence[str] | None = None,
     cuts: Sequence[CutLike] | None = None,
     method: str = "auto",
+    *,
+    metric: Mapping[str, Array] | None = None,
 ) -> dict[str, Spectrum]:
     """Spectra of ``tensor`` across every cut (or the given ``cuts``), sharing work.
 
@@ -292,6 +298,13 @@ def spectra(
     rescaled by an exact power of two first and the values scaled back, so the
     spectra are right at any finite scale.
 
+    With ``metric`` (``{group: M}``, see :mod:`tnlib.metric`) the spectra are
+    those of ``T' = T x_G L_G^T`` (``L_G L_G^T = M_G``): the singular values
+    of the best approximations in the metric's norm, whose weights, entropies
+    and error curves are then in that norm.  A cut in ``cuts`` that splits a
+    group is refused (``ValueError``); by default only the cuts that keep every
+    group on one side are taken.
+
     Returns
     -------
     dict
@@ -303,6 +316,10 @@ def spectra(
     labels = resolve_labels(labels, x.ndim)
     check_choice(method, "method", ("auto", *VALUE_METHODS))
     chosen = all_cuts(labels) if cuts is None else [as_cut(c, labels) for c in check_ordered(cuts, "cuts")]
+    weights = Metric.build(metric, labels, x, None if cuts is None else partial(check_cuts, cuts=chosen))
+    if weights is not None:
+        chosen = _metric_cuts(weights, chosen)
+        x = weights.to_metric_space(x)
     if method == "auto":
         method = exact_method(x)
     x, exponent = B.unit_scaled(x)  # exact; the values are scaled back below
@@ -314,6 +331,14 @@ def spectra(
     values = {side: solver.squared_values(side) for side in order}
     hosted = dict(zip(values, (np.ldexp(np.sqrt(v), exponent) for v in _to_host_all(list(values.values())))))
     return {str(c): Spectrum(hosted[sides[c]], c, cut_matrix_shape(x.shape, c, labels)) for c in chosen}
+
+
+def _metric_cuts(weights: Metric, cuts: list[Cut]) -> list[Cut]:
+    """The cuts that keep every group of the metric whole (all of them when given explicitly, as checked)."""
+    kept = [c for c in cuts if weights.compatible(c)]
+    if not kept:
+        raise ValueError(f"metric: every cut splits one of the groups {list(weights.groups)}; no spectrum is defined")
+    return kept
 
 
 def _choose_sides(cuts: list[Cut], labels: str, dims: dict[str, int]) -> dict[Cut, str]:

@@ -57,6 +57,7 @@ import numpy as np
 
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice, check_nonnegative_int, check_seed
+from tnlib.metric import matrix_square_roots
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
 Array = Any
@@ -255,6 +256,7 @@ def truncated_svd(
     *,
     oversample: int = OVERSAMPLE,
     power_iters: int = POWER_ITERS,
+    metric: Array | None = None,
 ) -> tuple[Array, Array, Array, TruncationInfo]:
     """Truncated SVD ``m ~= U @ diag(S) @ Vh`` on the array's own backend and device.
 
@@ -275,6 +277,15 @@ def truncated_svd(
     oversample, power_iters
         Extra sketch columns (at most ``MAX_OVERSAMPLE = 1000``) and power
         iterations (at most ``MAX_POWER_ITERS = 32``) of ``"randomized"``.
+    metric
+        A right metric: one real symmetric positive semi-definite ``(N, N)``
+        matrix ``M`` over the columns (a matrix has no labels), e.g. the second
+        moment ``E[x x^T]`` of the inputs of ``y = m x``.  Everything is then in
+        the norm ``||X||_M = ||X L||_F`` with ``L L^T = M`` (regularized as in
+        :mod:`tnlib.metric`): the result is the truncated SVD ``U S Vh'`` of
+        ``m L``, mapped back as ``Vh = Vh' L^{-1}``, the best rank-``r``
+        approximation of ``m`` in that norm; ``rel_error`` and the report are
+        in that norm.  Computed in working precision (float64 for float32).
 
     Returns
     -------
@@ -283,7 +294,8 @@ def truncated_svd(
     S : array (r,)
         Singular values, descending, real dtype of ``m``.
     Vh : array (r, N)
-        Orthonormal rows.
+        Orthonormal rows; with ``metric``, ``M``-orthonormal rows instead
+        (``Vh M Vh^H = I`` for the regularized ``M``).
     info : TruncationInfo
         Kept rank, realized relative error, norm loss, discarded weight.
 
@@ -312,7 +324,14 @@ def truncated_svd(
     check_choice(method, "method", ("auto", *SVD_METHODS))
     oversample = check_nonnegative_int(oversample, "oversample", MAX_OVERSAMPLE)
     power_iters = check_nonnegative_int(power_iters, "power_iters", MAX_POWER_ITERS)
-    return truncated_svd_checked(a, spec, method, check_seed(seed), oversample, power_iters)
+    rng = check_seed(seed)
+    if metric is None:
+        return truncated_svd_checked(a, spec, method, rng, oversample, power_iters)
+    root, inverse = matrix_square_roots(metric, a.shape[1], a, "metric")
+    u, s, vh, info = truncated_svd_checked(B.astype(a, B.dtype_name(root)) @ root, spec, method, rng, oversample,
+                                           power_iters)
+    dtype = B.dtype_name(a)
+    return B.astype(u, dtype), B.astype(s, B.real_dtype_name(a)), B.astype(vh @ inverse, dtype), info
 
 
 def truncated_svd_checked(

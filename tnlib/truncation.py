@@ -185,3 +185,20 @@ class TruncationInfo:
         out["ranks"] = list(self.ranks)
         out["steps"] = [step.to_dict() for step in self.steps]
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TruncationInfo:
+        """The report that :meth:`to_dict` wrote (``cut`` and ``steps`` optional).
+
+        Examples
+        --------
+        >>> info = TruncationInfo((2,), 0.5, 0.134, 0.25, "o|ihw")
+        >>> TruncationInfo.from_dict(info.to_dict()) == info
+        True
+        """
+        if not isinstance(data, dict) or not {"ranks", "rel_error", "norm_loss", "discarded_weight"} <= set(data):
+            raise ValueError("data must be a dict with the keys 'ranks', 'rel_error', 'norm_loss' and "
+                             f"'discarded_weight' (as written by TruncationInfo.to_dict), got {data!r:.80}")
+        return cls(tuple(int(r) for r in data["ranks"]), float(data["rel_error"]), float(data["norm_loss"]),
+                   float(data["discarded_weight"]), data.get("cut"),
+                   tuple(cls.from_dict(step) for step in data.get("steps", ())))

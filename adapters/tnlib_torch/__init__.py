@@ -28,12 +28,12 @@ from tnlib_torch.compression import (
     LayerCompression,
     LayerCost,
     LayerReport,
+    allocation,
     compress,
     compress_,
     count_macs,
     count_params,
     layer_costs,
-    policy,
     select_convs,
     surgery,
     truncate_conv_,
@@ -76,8 +76,8 @@ from tnlib_torch.zoo import (
 )
 
 # The module paths of tnlib_torch 0.1, from before the subpackages, import the same modules.
-for _module in (data, models, train, policy, surgery):
-    sys.modules[f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}"] = _module
+for _old, _module in {"data": data, "models": models, "train": train, "policy": allocation, "surgery": surgery}.items():
+    sys.modules[f"{__name__}.{_old}"] = _module
 
 __version__ = tnlib.__version__
 

@@ -40,6 +40,67 @@ def test_shared_keywords_have_one_default_everywhere():
     assert all(defaults["method"][name] == value for name, value in algorithms.items())
 
 
+def adapter_callables() -> dict:
+    """The public callables of tnlib_torch: its functions and the ``from_*`` constructors of its layers."""
+    tt = pytest.importorskip("tnlib_torch")
+    found = {}
+    for name in tt.__all__:
+        obj = getattr(tt, name)
+        if inspect.isfunction(obj):
+            found[name] = obj
+        elif inspect.isclass(obj):
+            found.update({f"{name}.{attr}": getattr(obj, attr) for attr in ("from_conv", "from_linear")
+                          if attr in vars(obj)})
+    return found
+
+
+#: The zoo's data and training seeds (data splits, shuffles, initialization), 0 so that a run repeats by default;
+#: every fit and truncation seed defaults to None, as in the core.
+DATA_SEEDS = {"digits": 0, "loader": 0, "fine_tune": 0}
+#: The adapter's ``method`` that names an algorithm (or the compression method) rather than the SVD solver.
+ADAPTER_ALGORITHMS = {"compress": "tucker2", "compress_": "tucker2", "CPConv2d.from_conv": "als",
+                      "Tucker2Conv2d.from_conv": "sthosvd"}
+
+
+def test_no_synonyms_in_the_adapters_public_signatures():
+    for name, fn in adapter_callables().items():
+        assert not SYNONYMS & set(inspect.signature(fn).parameters), name
+
+
+def test_the_adapter_shares_the_cores_defaults():
+    defaults = {}
+    for source in (PUBLIC_FUNCTIONS, adapter_callables()):
+        for name, fn in source.items():
+            for param in inspect.signature(fn).parameters.values():
+                if param.default is not inspect.Parameter.empty:
+                    defaults.setdefault(param.name, {})[name] = param.default
+    assert {name: value for name, value in defaults["seed"].items() if value is not None} == DATA_SEEDS
+    for keyword in ("max_rank", "max_bond", "ranks", "rel_error", "cutoff"):
+        assert set(defaults[keyword].values()) == {None}, (keyword, defaults[keyword])
+    adapter_methods = {name: value for name, value in defaults["method"].items() if name not in PUBLIC_FUNCTIONS}
+    assert {name: value for name, value in adapter_methods.items() if value != "auto"} == ADAPTER_ALGORITHMS
+
+
+#: The adapter's truncating callables, with the name of their size cap (as the core spells it).
+ADAPTER_TRUNCATING = {"truncate_conv_": "max_rank", "truncate_model_": "max_rank", "SVDConv2d.from_conv": "max_rank",
+                      "SVDLinear.from_linear": "max_rank", "MPSConv2d.from_conv": "max_bond",
+                      "Tucker2Conv2d.from_conv": "ranks"}
+
+
+@pytest.mark.parametrize("name, cap", sorted(ADAPTER_TRUNCATING.items()))
+def test_the_adapters_truncating_callables_spell_the_vocabulary_alike(name, cap):
+    params = list(inspect.signature(adapter_callables()[name]).parameters.values())
+    names = [p.name for p in params]
+    start = names.index(cap)
+    assert names[start:start + 3] == [cap, "rel_error", "cutoff"]
+    assert all(p.default is None for p in params[start:start + 3])
+
+
+def test_compress_takes_the_whole_vocabulary_and_seed():
+    params = inspect.signature(adapter_callables()["compress_"]).parameters
+    assert {"max_rank", "max_bond", "ranks", "rank", "rel_error", "cutoff", "seed"} <= set(params)
+
+
 def test_truncating_functions_take_the_whole_vocabulary():
     for fn in (tnlib.truncated_svd, tnlib.truncate):
         assert {"max_rank", "rel_error", "cutoff", "method", "seed"} <= set(inspect.signature(fn).parameters)

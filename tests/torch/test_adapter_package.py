@@ -66,7 +66,7 @@ def test_the_module_paths_of_0_1_still_import_the_same_modules():
     import tnlib_torch
 
     moved = {"models": "zoo.models", "data": "zoo.data", "train": "zoo.train", "surgery": "compression.surgery",
-             "policy": "compression.policy"}
+             "policy": "compression.allocation"}
     for old, new in moved.items():
         assert importlib.import_module(f"tnlib_torch.{old}") is importlib.import_module(f"tnlib_torch.{new}")
     from tnlib_torch.models import cifar_resnet

@@ -14,7 +14,15 @@ nn = torch.nn
 
 import tnlib_torch as tt  # noqa: E402
 from tnlib_torch.compression.costs import ChainCosts  # noqa: E402
-from tnlib_torch.compression.structures import rank_grid  # noqa: E402
+from tnlib_torch.compression.policies import (  # noqa: E402
+    AccuracyPolicy,
+    BudgetPolicy,
+    FixedPolicy,
+    TruncationPolicy,
+    policy_for,
+)
+from tnlib_torch.compression.request import check_request  # noqa: E402
+from tnlib_torch.compression.structures import CPStructure, rank_grid  # noqa: E402
 
 INPUT = (4, 12, 10)
 EXACT_METHODS = ("tucker2", "mps", "svd")
@@ -280,9 +288,27 @@ def test_the_svd_budget_beats_one_rank_fraction_for_all_layers():
 
 def test_the_cp_budget_fits_a_ladder_of_ranks_and_meets_the_budget():
     model = make_model()
-    small, report = tt.compress(model, "cp", budget=0.5, include=["same", "mix"], fit={"seed": 0, "max_iter": 10})
+    # the ladder of the 16x16x3x3 "same": geometric from 1 to 60, the largest rank whose factors are smaller
+    ladder = CPStructure(model.same, {"seed": 0, "max_iter": 10}).candidates()
+    largest = min(16 * 16 * 9 // 16, (16 * 16 * 9 - 1) // (16 + 16 + 3 + 3))
+    assert largest == 60 and [r for (r,) in ladder.ranks] == [1, 2, 3, 6, 10, 19, 33, 60]
+    errors = [tt.CPConv2d.from_conv(model.same, r, seed=0, max_iter=10).info.rel_error ** 2 for (r,) in ladder.ranks]
+    np.testing.assert_allclose(ladder.errors, errors, rtol=1e-12)
+    small, report = tt.compress(model, "cp", budget=0.5, include=["same", "mix"], fit={"max_iter": 10}, seed=0)
+    # rank R of "same" costs 16 R + 3 R + 3 R + 16 R + 16 (depthwise spatial stages); 19 is the largest that fits
+    # beside the dense "mix" (408) under half of 2320 + 408, and beats every SVD rank of "mix" that would fit
+    assert (report.layers["same"].ranks, report.layers["same"].params_after) == ((19,), 38 * 19 + 16)
+    assert report.layers["mix"].structure == "Conv2d" and type(small.mix) is nn.Conv2d
     assert sum(layer.params_after for layer in report.layers.values()) <= 0.5 * (16 * 16 * 9 + 16 + 16 * 24 + 24)
-    assert isinstance(small.same, (tt.CPConv2d, nn.Conv2d)) and isinstance(small.mix, (tt.SVDConv2d, nn.Conv2d))
+
+
+def test_a_depthwise_stage_costs_linearly_at_every_rank():
+    """The CP chain's costs read off a rank-1 layer (where depthwise and dense convs look alike) stay exact."""
+    costs = ChainCosts.of(tt.CPConv2d(16, 16, 3, rank=1, device="meta"), (16, 8, 8))
+    for rank in (2, 6, 19):
+        layer = tt.CPConv2d(16, 16, 3, rank=rank)
+        widths = [16, rank, rank, rank, 16]
+        assert costs.params(widths) == tt.count_params(layer) and costs.macs(widths) == tt.count_macs(layer, (16, 8, 8))
 
 
 def test_a_budget_below_the_smallest_ranks_is_refused():
@@ -341,8 +367,8 @@ def test_evaluate_must_return_a_number():
         (("tucker2",), {"max_rank": 4}, ValueError, r"max_rank is the size limit of method 'svd' and 'truncate'"),
         (("tucker2",), {"ranks": 0}, ValueError, r"ranks must be >= 1"),
         (("cp",), {"rank": 2.5}, TypeError, r"rank must be an int or a sequence of ints"),
-        (("tucker2",), {}, ValueError, r"give method 'tucker2' a criterion \(ranks, rel_error\) or a budget"),
-        (("cp",), {"cutoff": 0.1}, ValueError, r"cutoff is only for method 'mps' or 'svd' or 'truncate'"),
+        (("tucker2",), {}, ValueError, r"give method 'tucker2' a criterion \(ranks, rel_error, cutoff\) or a budget"),
+        (("cp",), {"cutoff": 0.1}, ValueError, r"cutoff is only for method 'tucker2' or 'mps' or 'svd' or 'truncate'"),
         (("tucker2",), {"cut": "o|ihw", "ranks": 2}, ValueError, r"cut is only for method 'svd' or 'truncate'"),
         (("svd",), {"order": "ihwo", "max_rank": 2}, ValueError, r"order is only for method 'mps'"),
         (("svd",), {"budget": 0.5, "max_rank": 2}, ValueError, r"do not also give max_rank"),
@@ -409,3 +435,79 @@ def test_documented_signature_matches_the_code():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "torch_compress.md").read_text()
     assert re.findall(r"^tnlib_torch\.compress_\((.*)\)\s*$", docs, re.M) == [plain_signature(tt.compress_)]
     assert re.findall(r"^tnlib_torch\.compress\((.*?)\)  ", docs, re.M) == ["model, method='tucker2', **options"]
+
+
+# ----------------------------------------------------------------------------------------------- policies and seed
+
+
+def request(method: str, **given):
+    arguments = dict(rel_error=None, sizes=dict(ranks=None, rank=None, max_bond=None, max_rank=None),
+                     options=dict(cutoff=None, cut=None, order=None), fit=None, seed=None, linear=False, budget=None,
+                     budget_on="params", evaluate=None, eval_points=9, input_size=None)
+    return check_request(method, **{**arguments, **given})
+
+
+def test_the_policy_is_chosen_once_from_the_checked_request():
+    cases = [(request("svd", rel_error=0.1), "fixed", FixedPolicy),
+             (request("truncate", rel_error=0.1), "fixed", TruncationPolicy),
+             (request("svd", budget=0.5), "budget", BudgetPolicy),
+             (request("svd", budget=0.5, evaluate=len), "accuracy", AccuracyPolicy)]
+    for checked, name, kind in cases:
+        assert checked.policy == name and type(policy_for(checked, None)) is kind
+    assert not hasattr(cases[0][0], "structure")  # the checked request builds nothing
+
+
+@pytest.mark.parametrize(("method", "kwargs"), [
+    ("cp", {"rank": 3}),
+    ("svd", {"max_rank": 3, "fit": {"method": "randomized"}}),
+    ("truncate", {"max_rank": 2, "fit": {"method": "randomized"}}),
+])
+def test_seed_makes_a_compression_repeat_and_is_fit_seed(method, kwargs):
+    model = make_model()
+    reports = [tt.compress(model, method, seed=0, **kwargs)[1] for _ in range(2)]
+    fit = {**kwargs.pop("fit", {}), "seed": 0}
+    by_fit = tt.compress(model, method, fit=fit, **kwargs)[1]
+    assert reports[0].layers == reports[1].layers == by_fit.layers
+
+
+def test_tucker2_takes_a_seed_it_does_not_need():
+    model = make_model()
+    seeded, plain = (tt.compress(model, "tucker2", ranks=4, **extra)[1] for extra in ({"seed": 3}, {}))
+    assert seeded.layers == plain.layers
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"seed": 0, "fit": {"seed": 1}}, ValueError, r"seed is given twice"),
+    ({"seed": -1}, ValueError, r"seed"),
+    ({"seed": 1.5}, TypeError, r"seed"),
+])
+def test_a_bad_or_doubled_seed_is_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tt.compress(make_model(), "cp", rank=2, **kwargs)
+
+
+def test_seed_defaults_to_none_as_in_the_core():
+    import inspect
+
+    import tnlib
+    assert inspect.signature(tt.compress_).parameters["seed"].default is None
+    assert inspect.signature(tnlib.cp).parameters["seed"].default is None
+
+
+def test_tucker2_cutoff_is_the_layers_cutoff():
+    model = make_model(low_rank=3)
+    small, report = tt.compress(model, "tucker2", cutoff=1e-6, include="same")
+    layer = tt.Tucker2Conv2d.from_conv(model.same, cutoff=1e-6)
+    assert report.layers["same"].ranks == layer.ranks == (3, 3)
+    torch.testing.assert_close(small.same.folded_weight(), layer.folded_weight())
+
+
+def test_every_layer_record_round_trips_through_json():
+    import json
+    for report in (tt.compress(make_model(), "tucker2", ranks=4, input_size=INPUT)[1],
+                   tt.compress(make_model(), "truncate", max_rank=2)[1]):
+        for layer in report.layers.values():
+            assert tt.LayerCompression.from_dict(json.loads(json.dumps(layer.to_dict()))) == layer
+    truncated = report.layers["stem"]
+    assert truncated.structure == "truncated" and truncated.factored_params == 2 * (12 + 36) + 12
+    assert truncated.info.ranks == truncated.ranks == (2,) and tt.LayerReport is tt.LayerCompression

@@ -451,3 +451,44 @@ def test_tucker2_ranks_above_the_channels_are_caps_that_do_not_bind():
     exact = tt.Tucker2Conv2d.from_conv(conv, ranks=(8, 4))
     assert capped.ranks == exact.ranks == (8, 4)
     assert torch.equal(capped.to_conv().weight, exact.to_conv().weight)
+
+
+def test_tucker2_cutoff_is_the_cores_cutoff_per_group():
+    gen = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(8, 12, 3, groups=2, bias=False).double()
+    planted = [torch.einsum("abhw,oa,ib->oihw", torch.randn(r, 2, 3, 3, generator=gen, dtype=torch.float64),
+                            torch.randn(6, r, generator=gen, dtype=torch.float64),
+                            torch.randn(4, 2, generator=gen, dtype=torch.float64)) for r in (2, 3)]
+    with torch.no_grad():  # group ranks (2, 2) and (3, 2), under round-off noise
+        conv.weight.copy_(torch.cat(planted) + 1e-9 * torch.randn(12, 4, 3, 3, generator=gen, dtype=torch.float64))
+    layer = tt.Tucker2Conv2d.from_conv(conv, cutoff=1e-6)
+    groups = conv.weight.detach().split(6)
+    fits = [tnlib.tucker(kernel, cutoff=1e-6, modes=(0, 1)) for kernel in groups]
+    assert [fit.ranks for fit in fits] == [(2, 2), (3, 2)]
+    common = (3, 2)
+    assert layer.ranks == common
+    assert [step.ranks for step in layer.info.steps] == [common] * 2
+
+
+def test_cp_fit_info_holds_each_groups_core_report():
+    conv = make_conv({"in_channels": 4, "out_channels": 6, "kernel_size": 3, "groups": 2})
+    layer = tt.CPConv2d.from_conv(conv, 3, max_iter=5, seed=0)
+    kernels = conv.weight.detach().double().split(3)
+    assert layer.info.steps == tuple(tnlib.cp(k, 3, max_iter=5, seed=0).info for k in kernels)
+    assert layer.info.ranks == (3,) and layer.info.history == tuple(step.history for step in layer.info.steps)
+    assert layer.info.converged == all(step.converged for step in layer.info.steps)
+    folded = layer.to_conv().weight.detach().double()
+    assert layer.info.norm_loss == pytest.approx(1 - float(folded.norm() / conv.weight.detach().double().norm()),
+                                                 abs=1e-12)
+
+
+def test_an_svd_split_keeps_one_value_of_a_zero_weight_and_refuses_a_nan():
+    zero = nn.Linear(5, 4)
+    with torch.no_grad():
+        zero.weight.zero_()
+    assert tt.SVDLinear.from_linear(zero, rel_error=0.5).rank == 1
+    bad = nn.Linear(5, 4)
+    with torch.no_grad():
+        bad.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="weight"):
+        tt.SVDLinear.from_linear(bad, max_rank=2)

@@ -218,8 +218,8 @@ def test_every_registered_model_builds_with_its_classes_and_channels():
     convs = {"vanilla_cnn": 4, "resnet20": 19, "resnet32": 31, "resnet44": 43, "resnet56": 55, "resnet110": 109,
              "resnet18": 20, "resnet50": 53}
     assert list(models.MODELS) == list(convs)
-    x = torch.randn(1, 1, 8, 8)
-    with torch.no_grad():
+    with torch.no_grad(), torch.device("meta"):  # shapes only: no memory for ResNet-50's 23.5M weights, no init work
+        x = torch.randn(1, 1, 8, 8)
         for name, count in convs.items():
             model = models.build_model(name, num_classes=3, in_channels=1).eval()
             assert (count_convs(model), model.conv1.in_channels, model(x).shape) == (count, 1, (1, 3)), name
@@ -418,13 +418,24 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-def test_the_published_resnet20_loads_strictly_and_gives_finite_logits():
-    model = models.load_checkpoint(models.cifar_resnet(20), published(20)).eval()
+def test_the_published_resnet20_loads_every_stored_tensor_and_computes_the_network_of_its_weights():
+    """The model after load_checkpoint holds exactly the file's tensors and computes He et al.'s network from them."""
+    path = published(20)
+    model = models.load_checkpoint(models.cifar_resnet(20), path).eval()
+    stored = {key.removeprefix("module."): value
+              for key, value in torch.load(path, weights_only=True, map_location="cpu")["state_dict"].items()}
+    loaded = model.state_dict()
+    assert len(stored) == 97 and count_params(model) == 269_722
+    assert sorted(loaded.keys() - stored.keys()) == sorted(
+        name for name in loaded if name.endswith("num_batches_tracked"))  # the file predates the counters
+    assert [name for name, value in stored.items() if not torch.equal(loaded[name], value)] == []
     x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = model(normalize(x))
-    assert logits.shape == (8, 10) and torch.isfinite(logits).all()
-    assert logits.std() > 0.1  # not a constant: the weights arrived
+        expected = reference_resnet(stored, normalize(x), [3, 3, 3], convs=2)
+    assert logits.shape == (8, 10)
+    torch.testing.assert_close(logits, expected)
+    assert logits.std() > 0.1  # trained weights, not a constant network
 
 
 def test_the_published_resnet20_classifies_cifar_test_images():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tnlib_torch.compression.policy import Option, allocate, efficient_frontier, select_by_score
+from tnlib_torch.compression.allocation import Option, allocate, efficient_frontier, select_by_score
 
 
 def convex_layer(rng, steps):

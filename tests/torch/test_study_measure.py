@@ -127,8 +127,8 @@ def test_spectra_are_the_core_spectra_of_each_kernel_across_each_cut(model):
 
 
 def test_spectra_select_layers_by_glob_patterns_in_model_order(model):
-    assert {r["layer"] for r in layer_spectra(model, layers="conv[23]")} == {"conv2", "conv3"}
-    assert list(dict.fromkeys(r["layer"] for r in layer_spectra(model, layers=["conv4", "conv1"]))) == [
+    assert {r["layer"] for r in layer_spectra(model, include="conv[23]")} == {"conv2", "conv3"}
+    assert list(dict.fromkeys(r["layer"] for r in layer_spectra(model, include=["conv4", "conv1"]))) == [
         "conv1", "conv4"]
 
 
@@ -185,7 +185,7 @@ def test_truncating_all_layers_is_each_layer_truncated_at_once(model, test_loade
     dense = sum(kernel(model, layer).numel() for layer in LAYERS)
     assert record["params"] == sum(e["params"] for e in record["layers"]) == dense
     assert record["factored_params"] == sum(e["rank"] * (e["shape"][0] * e["shape"][1] + 9) for e in record["layers"])
-    some = truncate_all(model, "oi|hw", 0.3, test_loader, layers="conv[34]")
+    some = truncate_all(model, "oi|hw", 0.3, test_loader, include="conv[34]")
     assert [e["layer"] for e in some["layers"]] == ["conv3", "conv4"] and some["layers"] == record["layers"][2:]
 
 
@@ -244,8 +244,44 @@ def test_a_decomposition_keeps_the_budget_and_is_fine_tuned(model, decomposed, m
     assert record["model_params_before"] == tt.count_params(model)
     assert record["model_params_before"] - record["model_params_after"] == dense - record["params_after"]
     assert STRUCTURES[method] in {e["structure"] for e in record["layers"]}
-    assert len(record["history"]) == 1 and record["after"] == metrics(record["history"][0])
-    assert 0 <= record["before"]["top1"] <= 1 and 0 <= record["after"]["top1"] <= 1
+    assert record["after"] == metrics(record["history"][0]) and (record["epochs"], record["lr"]) == (1, 0.05)
+    (epoch,) = record["history"]                                    # one epoch, at the given learning rate
+    assert epoch["epoch"] == 1 and epoch["lr"] == pytest.approx(0.05) and math.isfinite(epoch["train_loss"])
+    assert record["after"] != record["before"]                      # the training moved the compressed model
+
+
+def test_a_decomposition_is_the_compressed_model_fine_tuned_by_hand(model, test_loader, decomposed):
+    """The svd arm's record is compress(..., seed=0), evaluated, then one epoch of fine_tune, evaluated again."""
+    compressed, _ = tt.compress(model, "svd", budget=0.3, seed=0)
+    before = metrics(tt.evaluate(compressed, test_loader))
+    batches = train_loader()
+    batches.generator.manual_seed(0)
+    tt.fine_tune(compressed, batches, 1, lr=0.05, seed=0, progress=False)
+    after = metrics(tt.evaluate(compressed, test_loader))
+    assert decomposed["svd"]["before"] == before and decomposed["svd"]["after"] == after != before
+
+
+def test_a_decomposition_repeats_for_its_seed(model, test_loader, decomposed):
+    """compress gets the seed directly: the CP fits (and the fine-tuning) repeat the fixture's record exactly."""
+    again = decomposition_at_params(model, "cp", 0.3, train_loader(), test_loader, epochs=1, lr=0.05, seed=0,
+                                    cp_max_iter=20)
+    assert again == decomposed["cp"]
+
+
+def test_layer_entries_are_layer_compressions_and_read_back(model, test_loader, decomposed):
+    """The study's per-layer entries are LayerCompression.to_dict() under the study's keys, old entries read too."""
+    swept = truncate_all(model, "o|ihw", 0.3, test_loader)["layers"][0]
+    layer = tt.LayerCompression.from_dict(swept)
+    assert (layer.name, layer.structure, layer.ranks, layer.params) == ("conv1", "truncated", (swept["rank"],),
+                                                                        swept["params"])
+    assert {"layer", "shape", "rank", "rel_error", "norm_loss", "params", "factored_params"} <= set(swept)
+    (entry, *_) = decomposed["tucker2"]["layers"]
+    assert {"layer", "structure", "ranks", "params_before", "params_after", "rel_error", "norm_loss", "note"} <= set(
+        entry)
+    assert tt.LayerCompression.from_dict(entry).to_dict() == {"name": entry["layer"], "info": None, **{
+        k: v for k, v in entry.items() if k != "layer"}}
+    old = {k: swept[k] for k in ("layer", "shape", "rank", "rel_error", "norm_loss", "params", "factored_params")}
+    assert tt.LayerCompression.from_dict(old) == layer
 
 
 def test_the_svd_arm_is_the_cut_truncation_across_o_ihw(model, decomposed):
@@ -261,7 +297,7 @@ def test_the_svd_arm_is_the_cut_truncation_across_o_ihw(model, decomposed):
 def test_a_decomposition_compresses_only_the_selected_layers_and_repeats(model, test_loader):
     def run():
         return decomposition_at_params(model, "mps", 0.5, train_loader(), test_loader, epochs=1, lr=0.05, seed=0,
-                                       layers="conv4")
+                                       include="conv4")
     record = run()
     assert [e["layer"] for e in record["layers"]] == ["conv4"] and record["layers"][0]["structure"] == "MPSConv2d"
     assert record["params_before"] == kernel(model, "conv4").numel() and record["ratio"] <= 0.5
@@ -272,7 +308,7 @@ def test_a_decomposition_compresses_only_the_selected_layers_and_repeats(model, 
 
 
 def test_every_record_is_plain_json(model, test_loader, recovered, decomposed):
-    records = [baseline(model, test_loader), *layer_spectra(model, layers="conv1"),
+    records = [baseline(model, test_loader), *layer_spectra(model, include="conv1"),
                truncate_one(model, "conv2", "o|ihw", 0.3, test_loader), truncate_all(model, "o|ihw", 0.3, test_loader),
                recovered, *decomposed.values()]
     for record in records:
@@ -315,13 +351,14 @@ DEFAULTS = {
     (truncate_one, {"level": float("nan")}, ValueError, r"level must be in \(0, 1\)"),
     (truncate_one, {"level": "0.3"}, TypeError, "level must be a real number"),
     (truncate_one, {"level": True}, TypeError, "level must be a real number"),
-    (truncate_all, {"layers": "linear"}, ValueError, r"pattern 'linear' matches no dense conv of the model; .*'conv4'"),
-    (truncate_all, {"layers": []}, TypeError, "layers must be a glob pattern"),
+    (truncate_all, {"include": "linear"}, ValueError,
+     r"include: pattern 'linear' matches no dense conv of the model; .*'conv4'"),
+    (truncate_all, {"include": []}, TypeError, "include must be a glob pattern"),
     (layer_spectra, {"levels": [0.1, 1.0]}, ValueError, r"levels must be in \(0, 1\)"),
     (layer_spectra, {"levels": 0.1}, TypeError, "levels must be a non-empty sequence"),
-    (recovery, {"target": "all", "layers": "conv*", "epochs": 0}, ValueError,
+    (recovery, {"target": "all", "include": "conv*", "epochs": 0}, ValueError,
      "epochs must be a positive integer \\(>= 1\\), got 0"),
-    (recovery, {"layers": "conv2"}, ValueError, "layers selects the layers of target='all' only"),
+    (recovery, {"include": "conv2"}, ValueError, "include selects the layers of target='all' only"),
     (recovery, {"lr": 0}, ValueError, "lr must be a finite number > 0"),
     (recovery_control, {"seed": -1}, ValueError, "seed must be a non-negative integer \\(>= 0\\), got -1"),
     (recovery_control, {"epochs": 1.5}, TypeError, "epochs must be a positive integer, got 1.5"),

@@ -1,4 +1,8 @@
-"""The one-command study: run_study end to end on digits, resumed, refused, on Dask, and its input errors."""
+"""The one-command study: run_study end to end on digits, resumed, refused, on Dask, and its input errors.
+
+The whole studies (each trains its baseline; about a minute in all) are marked ``slow``: ``python -m pytest -m slow``.
+The default run studies the session's trained CNN (tests/conftest.py) on a small grid.
+"""
 
 from __future__ import annotations
 
@@ -70,6 +74,24 @@ def no_report(monkeypatch) -> None:
 # -- a whole study ---------------------------------------------------------------------------------------------------
 
 
+def test_a_small_study_of_a_checkpoint_records_its_grid_and_a_rerun_skips_it(digits_cnn_checkpoint, tmp_path,
+                                                                            no_report):
+    small = CONFIG.replace(checkpoint=str(digits_cnn_checkpoint), cuts=("o|ihw",), levels=(0.6,), retrain_epochs=0,
+                           include=("conv3", "conv4"))
+    result = run_study(small, tmp_path, progress=False)
+    assert (result.tasks_run, result.tasks_skipped) == (6, 0)  # baseline, 2 spectra, 2 sweeps, 1 sweep_all
+    assert [record["key"] for record in result.records] == [
+        ("baseline",), ("spectrum", "conv3", "o|ihw"), ("spectrum", "conv4", "o|ihw"), ("sweep", "conv3", "o|ihw", 0.6),
+        ("sweep", "conv4", "o|ihw", 0.6), ("sweep_all", "o|ihw", 0.6),
+    ]
+    assert result.records[0]["count"] == 200 and result.records[0]["top1"] > 0.9  # the trained weights, not retrained
+    assert not (tmp_path / "baseline.pt").exists() and (tmp_path / "sweep.csv").is_file()
+    again = run_study(small, tmp_path, progress=False)
+    assert (again.tasks_run, again.tasks_skipped) == (0, 6) and again.records == result.records
+
+
+
+@pytest.mark.slow
 def test_serial_run_records_every_measurement(serial):
     assert (serial.tasks_run, serial.tasks_skipped) == (TASKS, 0)
     keys = [record["key"] for record in serial.records]
@@ -81,6 +103,7 @@ def test_serial_run_records_every_measurement(serial):
     assert baseline["key"] == ("baseline",) and baseline["count"] == 200 and baseline["top1"] > 0.5
 
 
+@pytest.mark.slow
 def test_serial_run_writes_manifest_csv_and_report(serial):
     names = {path.name for path in serial.paths}
     assert {"results.jsonl", "manifest.json", "baseline.pt", "train.ckpt", "sweep.csv"} <= names
@@ -110,12 +133,14 @@ def plan_stages() -> list[str]:
     return list(dict.fromkeys(task.stage for task in plan_tasks(CONFIG, LAYERS)))
 
 
+@pytest.mark.slow
 def test_rerun_skips_everything(serial, no_report):
     again = run_study(CONFIG, serial.output, progress=False)
     assert (again.tasks_run, again.tasks_skipped) == (0, TASKS)
     assert again.records == serial.records
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_records(serial, tmp_path, monkeypatch, no_report):
     calls = []
 
@@ -136,9 +161,10 @@ def test_interrupted_run_resumes_to_the_same_records(serial, tmp_path, monkeypat
     assert resumed.records == serial.records
 
 
+@pytest.mark.slow
 def test_another_config_is_refused_unless_forced(serial, tmp_path, no_report):
     shutil.copytree(serial.output, tmp_path, dirs_exist_ok=True)
-    other = CONFIG.replace(cuts=("o|ihw",), levels=(0.6,), retrain_epochs=0, layers=("conv4",))
+    other = CONFIG.replace(cuts=("o|ihw",), levels=(0.6,), retrain_epochs=0, include=("conv4",))
     with pytest.raises(ValueError, match="another configuration"):
         run_study(other, tmp_path, progress=False)
     result = run_study(other, tmp_path, force=True, progress=False)
@@ -150,6 +176,7 @@ def test_another_config_is_refused_unless_forced(serial, tmp_path, no_report):
     assert result.records[0] == serial.records[0]
 
 
+@pytest.mark.slow
 def test_a_wider_grid_measures_only_what_is_new(serial, tmp_path, no_report):
     shutil.copytree(serial.output, tmp_path, dirs_exist_ok=True)
     wider = CONFIG.replace(levels=(0.3, 0.6, 0.8), cuts=("o|ihw", "oh|iw", "w|oih"))
@@ -168,14 +195,16 @@ def test_a_wider_grid_measures_only_what_is_new(serial, tmp_path, no_report):
                                                                                           levels=(0.6,)))
 
 
+@pytest.mark.slow
 def test_a_wider_grid_gives_the_records_of_a_fresh_run(tmp_path, no_report):
-    small = CONFIG.replace(cuts=("o|ihw",), levels=(0.6,), retrain_epochs=0, layers=("conv3", "conv4"))
+    small = CONFIG.replace(cuts=("o|ihw",), levels=(0.6,), retrain_epochs=0, include=("conv3", "conv4"))
     wider = small.replace(cuts=("o|ihw", "i|ohw"), levels=(0.3, 0.6))
     run_study(small, tmp_path / "extended", progress=False)
     extended = run_study(wider, tmp_path / "extended", progress=False)
     assert extended.records == run_study(wider, tmp_path / "fresh", progress=False).records
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_studied_and_must_not_change(serial, tmp_path, no_report):
     checkpoint = tmp_path / "weights.pt"
     shutil.copy(serial.output / "baseline.pt", checkpoint)
@@ -188,6 +217,7 @@ def test_a_checkpoint_is_studied_and_must_not_change(serial, tmp_path, no_report
         run_study(small, tmp_path / "study", progress=False)
 
 
+@pytest.mark.slow
 def test_dask_workers_give_the_serial_records(serial, tmp_path, no_report):
     pytest.importorskip("distributed")
     result = run_study(CONFIG, tmp_path, workers=2, progress=False)
@@ -195,6 +225,7 @@ def test_dask_workers_give_the_serial_records(serial, tmp_path, no_report):
     assert result.records == serial.records
 
 
+@pytest.mark.slow
 def test_an_interrupted_dask_run_resumes_to_the_serial_records(serial, tmp_path, monkeypatch, no_report):
     pytest.importorskip("distributed")
     append = ResultStore.append
@@ -213,6 +244,7 @@ def test_an_interrupted_dask_run_resumes_to_the_serial_records(serial, tmp_path,
     assert resumed.tasks_run < TASKS and resumed.records == serial.records
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_fails_fast_and_loses_nothing(serial, tmp_path, monkeypatch):
     pytest.importorskip("distributed")
     monkeypatch.setattr(runner, "CONNECT_TIMEOUT", 2)
@@ -277,7 +309,7 @@ def test_image_folder_inputs(tmp_path):
     ({"model": "tests.torch.test_study_pipeline:three_channel_cnn"}, ValueError, "does not take the images"),
     ({"dataset": "cifar10"}, ValueError, "needs data_root"),
     ({"dataset": "no/such/folder"}, FileNotFoundError, "not one of digits"),
-    ({"layers": ("fc*",)}, ValueError, "fc"),
+    ({"include": ("fc*",)}, ValueError, "fc"),
     ({"checkpoint": "no/such/weights.pt"}, FileNotFoundError, "no checkpoint file at 'no/such/weights.pt'"),
     ({"checkpoint": __file__}, ValueError, "is not a torch checkpoint that loads with weights_only=True"),
     ({"device": "cuda:99"}, ValueError, "device 'cuda:99' is not available on this machine"),

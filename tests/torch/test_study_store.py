@@ -50,7 +50,7 @@ def test_defaults_are_valid_and_round_trip_through_json():
     config = StudyConfig()
     assert config.cuts == KERNEL_CUTS == ("o|ihw", "i|ohw", "h|oiw", "w|oih", "oi|hw", "oh|iw", "ow|ih")
     assert config.levels == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-    assert config.layers == () and config.checkpoint is None and config.device == "cpu"
+    assert config.include == () and config.checkpoint is None and config.device == "cpu"
     data = json.loads(json.dumps(config.to_dict()))
     assert data["cuts"] == list(KERNEL_CUTS)
     assert StudyConfig.from_dict(data) == config
@@ -62,8 +62,8 @@ def test_defaults_are_valid_and_round_trip_through_json():
     ("model", 3, TypeError),
     ("checkpoint", "", ValueError),
     ("dataset", None, TypeError),
-    ("layers", "features.*", TypeError),
-    ("layers", ("features.*", "features.*"), ValueError),
+    ("include", "features.*", TypeError),
+    ("include", ("features.*", "features.*"), ValueError),
     ("cuts", ("o|ih",), ValueError),
     ("cuts", ("o|ihw", "ihw|o"), ValueError),
     ("cuts", (), ValueError),
@@ -119,7 +119,7 @@ def test_fingerprint_follows_the_results_not_the_device():
     grid = {"levels": (0.1, 0.7), "cuts": ("oh|iw",), "decompositions": ("cp",), "recovery_levels": 2}
     assert config.replace(**grid).fingerprint() == fingerprint
     for field, value in [("seed", 1), ("eval_samples", 100), ("train_samples", 100), ("retrain_epochs", 3),
-                         ("layers", ("conv1",)), ("lr", 0.1)]:
+                         ("include", ("conv1",)), ("lr", 0.1)]:
         assert config.replace(**{field: value}).fingerprint() != fingerprint, field
 
 
@@ -129,6 +129,48 @@ def test_unknown_keys_are_refused_by_name():
     with pytest.raises(ValueError, match="'colour'"):
         StudyConfig().replace(colour="red")
     assert StudyConfig.from_dict({"seed": 4}) == StudyConfig(seed=4)
+
+
+#: A config as 0.1 wrote it in a manifest (``include`` was called ``layers``), and the fingerprint 0.1 gave it.
+OLD_CONFIG = {
+    "model": "vanilla_cnn", "checkpoint": None, "dataset": "digits", "data_root": None, "layers": ["conv1", "layer2.*"],
+    "cuts": list(KERNEL_CUTS), "levels": [0.1, 0.3], "train_epochs": 10, "retrain_epochs": 2, "recovery_levels": 1,
+    "decompositions": ["truncate", "cp", "tucker2", "mps"], "eval_samples": None, "train_samples": None,
+    "batch_size": 128, "lr": 0.05, "seed": 0, "device": "cpu",
+}
+OLD_FINGERPRINT = "3a35412fc972a322"
+
+
+def test_a_config_of_0_1_reads_layers_as_include_and_keeps_its_fingerprint():
+    config = StudyConfig.from_dict(OLD_CONFIG)
+    assert config == StudyConfig(include=("conv1", "layer2.*"), levels=(0.1, 0.3))
+    assert config.fingerprint() == OLD_FINGERPRINT and StudyConfig().fingerprint() == "1a149eaa942c1ef7"
+    assert "layers" not in config.to_dict() and config.to_dict()["include"] == ["conv1", "layer2.*"]
+
+
+def test_a_folder_of_0_1_resumes_and_a_changed_include_is_named_by_its_new_name(tmp_path):
+    config = StudyConfig.from_dict(OLD_CONFIG)
+
+    def write_old_manifest() -> None:
+        manifest = json.loads((tmp_path / MANIFEST).read_text())
+        (tmp_path / MANIFEST).write_text(json.dumps({**manifest, "config": OLD_CONFIG, "fingerprint": OLD_FINGERPRINT}))
+
+    with ResultStore.open(tmp_path, config) as store:
+        store.append({"key": ["a"]})
+    write_old_manifest()
+    with ResultStore.open(tmp_path, config) as store:
+        assert store.done(["a"]) and store.manifest()["config"] == config.to_dict()
+        assert store.manifest()["fingerprint"] == OLD_FINGERPRINT
+    write_old_manifest()
+    with pytest.raises(ValueError, match=r"\(include = \['conv1', 'layer2\.\*'\] recorded, \[\] now\)"):
+        ResultStore.open(tmp_path, config.replace(include=()))
+
+
+def test_layers_and_include_together_or_layers_in_replace_are_refused_naming_include():
+    with pytest.raises(ValueError, match="^'layers' and 'include' are two names of one StudyConfig field"):
+        StudyConfig.from_dict({"layers": ["conv1"], "include": ["conv1"]})
+    with pytest.raises(ValueError, match=r"unknown StudyConfig field\(s\) 'layers' \('layers' is now 'include'\)"):
+        StudyConfig().replace(layers=("conv1",))
 
 
 # -- records --------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from torch import nn  # noqa: E402
 
 import tnlib  # noqa: E402
 from tests.core.test_api import plain_signature  # noqa: E402
-from tnlib_torch import LayerReport, select_convs, truncate_conv_, truncate_model_  # noqa: E402
+from tnlib_torch import LayerCompression, LayerReport, select_convs, truncate_conv_, truncate_model_  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -288,3 +288,14 @@ def test_documented_signatures_match_the_code(name):
     docs = (ROOT / "docs" / "torch_surgery.md").read_text()
     documented = re.findall(rf"^tnlib_torch\.{name}\((.*)\)\s*$", docs, re.M)
     assert documented == [plain_signature(getattr(tnlib_torch, name))]
+
+
+def test_a_layer_report_is_the_one_layer_record_and_reads_back_from_json():
+    import json
+
+    report = truncate_model_(make_model(), "o|ihw", max_rank=2, seed=0)
+    assert LayerReport is LayerCompression
+    for layer in report.values():
+        assert layer.structure == "truncated" and layer.params_before == layer.params_after == layer.params
+        assert LayerReport.from_dict(json.loads(json.dumps(layer.to_dict()))) == layer  # info and its steps too
+    assert len(report["layer1.conv1"].info.steps) == 4

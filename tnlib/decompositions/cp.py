@@ -23,7 +23,8 @@ rank starts from that model (a warm start).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import autoray as ar
@@ -38,12 +39,14 @@ from tnlib._validation import (
     check_positive_int,
     check_seed,
 )
+from tnlib.cuts import resolve_labels
 from tnlib.decompositions.cp_als import als
 from tnlib.decompositions.cp_fit import canonical, gram, hadamard
 from tnlib.decompositions.cp_lm import lm
 from tnlib.decompositions.cp_mttkrp import DimensionTree
 from tnlib.decompositions.cp_tensor import CPFit, CPTensor
 from tnlib.decompositions.tucker import unfold
+from tnlib.metric import Metric, check_single_labels
 from tnlib.svd import truncated_svd_checked
 from tnlib.truncation import TruncationSpec
 
@@ -113,6 +116,20 @@ def _initial_model(
     return _fitted_weights(x, factors), factors
 
 
+def _warm_start_to_metric_space(init: Any, x: Array, space: Metric, labels: str) -> Any:
+    """A :class:`CPTensor` warm start for ``x`` mapped to metric space (``A_n' = L_n^T A_n``).
+
+    Anything else (a string, a warm start of the wrong shape or backend) is returned unchanged, for
+    :func:`_initial_model` to check.
+    """
+    if not isinstance(init, CPTensor) or init.shape != tuple(x.shape):
+        return init
+    if any(B.backend_of(a) != B.backend_of(x) for a in (init.weights, *init.factors)):
+        return init
+    factors = [space.leg_to_metric_space(c, f) if c in space.groups else f for c, f in zip(labels, init.factors)]
+    return CPTensor(init.weights, factors)
+
+
 def cp(
     tensor: Array,
     rank: int,
@@ -124,6 +141,8 @@ def cp(
     *,
     ridge: float = 0.0,
     line_search: bool = True,
+    labels: str | Sequence[str] | None = None,
+    metric: Mapping[str, Array] | None = None,
 ) -> CPTensor:
     """CP decomposition of rank ``rank``: unit-norm factor columns and decreasing weights.
 
@@ -161,6 +180,15 @@ def cp(
         which keeps ill-conditioned updates bounded (the error may then rise).
     line_search
         ALS only: try an extrapolated point after every sweep (default True).
+    labels
+        One character per index (default ``"oihw"`` for 4-index tensors); they
+        name the groups of ``metric``.
+    metric
+        ``{label: M}`` (:mod:`tnlib.metric`): fit in the norm ``||X||_M``.  CP
+        splits every mode from the others, so each group must be a single
+        label.  The fit to ``T' = T x L^T`` (a warm start ``init`` is mapped
+        there first) is mapped back, ``A_n = L_n^{-T} A_n'``, then normalized
+        and sorted as usual; ``info`` and ``history`` are in the metric's norm.
 
     Returns
     -------
@@ -199,6 +227,12 @@ def cp(
     if method != "als" and ridge:
         raise ValueError(f"ridge applies to method='als' only, got ridge={ridge} with method={method!r}")
     dtype = B.dtype_name(x)
+    names = None if labels is None and metric is None else resolve_labels(labels, x.ndim)
+    structure = "cp (every mode apart from the others)"
+    space = Metric.build(metric, names, x, partial(check_single_labels, labels=names, structure=structure))
+    if space is not None:
+        init = _warm_start_to_metric_space(init, x, space, names)
+        x = space.to_metric_space(x)
     # fit the tensor scaled exactly by a power of two when its entries are so large or small that
     # squared norms would overflow or underflow; the weights are scaled back at the end
     work, exponent = B.unit_scaled(B.astype(x, B.WORKING_DTYPES[dtype]))
@@ -206,5 +240,7 @@ def cp(
     options = {"ridge": ridge, "line_search": line_search} if method == "als" else {}
     weights, factors, history, converged = CP_METHODS[method](work, weights, factors, max_iter, tol, **options)
     info = CPFit.measure(work, weights, factors, method, history, converged)
+    if space is not None:
+        factors = [space.leg_from_metric_space(c, f) if c in space.groups else f for c, f in zip(names, factors)]
     weights, factors = canonical(B.times_power_of_two(weights, exponent), factors)
     return CPTensor(B.astype(weights, dtype), [B.astype(f, dtype) for f in factors], info)

@@ -30,7 +30,7 @@ import cmath
 import math
 import numbers
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import autoray as ar
@@ -39,20 +39,17 @@ import numpy as np
 from tnlib import _backend as B
 from tnlib._validation import (
     check_array,
-    check_choice,
     check_ordered,
     check_positive_int,
     check_same_backend,
-    check_seed,
 )
 from tnlib.cuts import Cut, resolve_labels
 from tnlib.decompositions.base import ErrorBudget, FactorizedTensor
 from tnlib.spectrum import Spectrum
-from tnlib.svd import SVD_METHODS, singular_values_checked
+from tnlib.svd import singular_values_checked
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
 Array = Any
-SplitLike = None | str | Mapping[str, Sequence[int]]
 
 
 class MPS(FactorizedTensor):
@@ -356,120 +353,3 @@ def _bond_bounds(max_bond: int | Sequence[int] | None, bonds: int) -> list[int |
             raise ValueError(f"max_bond must be an int or one int per bond ({bonds} bonds), got {len(max_bond)}")
         return [check_positive_int(b, "max_bond") for b in max_bond]
     return [check_positive_int(max_bond, "max_bond")] * bonds
-
-
-def _prime_factors(n: int) -> list[int]:
-    factors, p = [], 2
-    while p * p <= n:
-        while n % p == 0:
-            factors.append(p)
-            n //= p
-        p += 1
-    return factors + ([n] if n > 1 else [])
-
-
-def _split_factors(split: SplitLike, labels: str, shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """The site dimensions each label is split into."""
-    dims = dict(zip(labels, shape))
-    if split is None:
-        return {c: (d,) for c, d in dims.items()}
-    if isinstance(split, str):
-        check_choice(split, "split", ("prime", "binary"))
-        out = {}
-        for c, d in dims.items():
-            primes = _prime_factors(d) or [1]
-            if split == "binary":
-                twos = [p for p in primes if p == 2]
-                rest = math.prod(p for p in primes if p != 2)
-                primes = twos + ([rest] if rest > 1 else []) or [1]
-            out[c] = tuple(primes)
-        return out
-    if not isinstance(split, Mapping):
-        raise TypeError(f"split must be None, 'prime', 'binary' or a dict label -> factors, got {split!r}")
-    out = {c: (d,) for c, d in dims.items()}
-    for c, factors in split.items():
-        if c not in dims:
-            raise ValueError(f"split names label {c!r}, which is not one of the labels {labels!r}")
-        factors = tuple(check_positive_int(f, f"split[{c!r}]") for f in factors)
-        if math.prod(factors) != dims[c]:
-            raise ValueError(f"split[{c!r}] = {factors} must multiply to the dimension {dims[c]} of {c!r}")
-        out[c] = factors
-    return out
-
-
-def mps(
-    tensor: Array,
-    labels: str | Sequence[str] | None = None,
-    order: str | Sequence[str] | None = None,
-    max_bond: int | Sequence[int] | None = None,
-    rel_error: float | None = None,
-    cutoff: float | None = None,
-    split: SplitLike = None,
-    method: str = "auto",
-    seed: int | np.random.Generator | None = None,
-) -> MPS:
-    """Decompose a tensor into a matrix product state by TT-SVD.
-
-    Parameters
-    ----------
-    tensor
-        Array of any order and backend.
-    labels
-        One character per index (default ``"oihw"`` for 4-index tensors).
-    order
-        The labels in chain order (default: ``labels``), e.g. ``"iohw"``.
-    max_bond
-        Bond dimension bound: an int for every bond or one per bond.
-    rel_error
-        Guaranteed bound on ``||T - T~||_F / ||T||_F`` for the whole tensor.
-    cutoff
-        Per bond, drop singular values below ``cutoff * s_max``.
-    split
-        Split indices into several sites before decomposing: a dict such as
-        ``{"o": (4, 4, 4)}`` (factors multiply to the dimension, row-major),
-        ``"binary"`` (factors of 2, then the rest) or ``"prime"`` (prime
-        factorization of every dimension).
-    method, seed
-        The truncated SVD of each bond (:func:`tnlib.truncated_svd`).
-
-    Returns
-    -------
-    MPS
-        Left-canonical (centre on the last site), cores on the tensor's
-        backend; ``info`` holds the bond dimensions and the realized error.
-
-    Examples
-    --------
-    >>> import numpy as np, tnlib
-    >>> k = np.einsum("o,i,h,w->oihw", *[np.arange(1.0, d + 1) for d in (4, 3, 2, 2)])
-    >>> m = tnlib.mps(k, order="iohw", rel_error=1e-12)
-    >>> m.bond_dims, m.rel_error(k) < 1e-12
-    ((1, 1, 1), True)
-    """
-    x = check_array(tensor, "tensor")
-    labels = resolve_labels(labels, x.ndim)
-    order = labels if order is None else resolve_labels(order, x.ndim, "order")
-    if sorted(order) != sorted(labels):
-        raise ValueError(f"order must be a permutation of the labels {labels!r}, got {order!r}")
-    factors = _split_factors(split, labels, x.shape)
-    site_dims = [d for c in order for d in factors[c]]
-    bounds = _bond_bounds(max_bond, len(site_dims) - 1)
-    spec = TruncationSpec.from_kwargs(None, rel_error, cutoff)
-    check_choice(method, "method", ("auto", *SVD_METHODS))
-    rng = check_seed(seed)
-
-    permuted = ar.do("transpose", x, [labels.index(c) for c in order])
-    rest = ar.do("reshape", permuted, (1, -1))
-    budget = ErrorBudget(B.frobenius_norm(x), spec.rel_error, len(site_dims) - 1)
-    cores, steps = [], []
-    for k, dim in enumerate(site_dims[:-1]):
-        left = rest.shape[0]
-        matrix = ar.do("reshape", rest, (left * dim, -1))
-        u, s, vh, info = budget.truncate(matrix, bounds[k], spec.cutoff, method, rng)
-        cores.append(ar.do("reshape", u, (left, dim, u.shape[1])))
-        rest = s[:, None] * vh
-        steps.append(info)
-    cores.append(ar.do("reshape", rest, (rest.shape[0], site_dims[-1], 1)))
-    result = MPS(cores, labels, order, x.shape, [factors[c] for c in order], budget.report(steps))
-    result._left, result._right = len(cores) - 1, len(cores)
-    return result

@@ -33,14 +33,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import autoray as ar
 
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice, check_ordered, check_positive_int
+from tnlib.cuts import resolve_labels
 from tnlib.decompositions.base import ErrorBudget, FactorizedTensor, truncate_keeping_one
+from tnlib.metric import Metric, check_single_labels
 from tnlib.truncation import TruncationInfo, TruncationSpec
 
 Array = Any
@@ -220,6 +223,9 @@ def tucker(
     method: str = "sthosvd",
     max_iter: int = 50,
     tol: float = 1e-10,
+    *,
+    labels: str | Sequence[str] | None = None,
+    metric: Mapping[str, Array] | None = None,
 ) -> TuckerTensor:
     """Tucker decomposition with orthonormal factors on ``modes`` (all by default).
 
@@ -255,6 +261,18 @@ def tucker(
     max_iter, tol
         HOOI's iteration limit and its stopping rule on the relative change of
         the squared error.
+    labels
+        One character per index (default ``"oihw"`` for 4-index tensors); they
+        name the groups of ``metric``.
+    metric
+        ``{group: M}`` (:mod:`tnlib.metric`): decompose in the norm
+        ``||X||_M``.  The decomposition of ``T' = T x L^T`` is mapped back: a
+        decomposed mode's group must be that label alone (its factor becomes
+        ``L^{-T} U'``, no longer orthonormal but ``M``-orthonormal, ``U^T M U
+        = I``), and a group of modes left in the core (``"hw"`` of Tucker-2)
+        is mapped back on the core.  ``rel_error`` and ``info`` are then in the
+        metric's norm.  For Tucker-2 of a conv kernel: ``{"i": M_i, "hw":
+        M_hw}``, or ``{"i": M_i}``.
 
     Returns
     -------
@@ -280,7 +298,24 @@ def tucker(
     max_iter = check_positive_int(max_iter, "max_iter")
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"tol must be a real number >= 0, got {tol!r}")
+    names = None if labels is None and metric is None else resolve_labels(labels, x.ndim)
+    structure = "tucker (each decomposed mode apart from the rest)"
+    decomposed = None if names is None else [names[m] for m in modes]
+    weights = Metric.build(metric, names, x, partial(check_single_labels, labels=decomposed, structure=structure))
+    if weights is not None:
+        x = weights.to_metric_space(x)
     core, factors, steps = TUCKER_METHODS[method](x, modes, rank_list, spec, max_iter, float(tol))
     result = TuckerTensor(core, factors, modes)
     result.info = _report(x, result, steps)
-    return result
+    return result if weights is None else _from_metric_space(result, weights, names)
+
+
+def _from_metric_space(result: TuckerTensor, weights: Metric, labels: str) -> TuckerTensor:
+    """The decomposition of ``T' = T x L^T`` mapped back: factors of decomposed modes, the core's other legs."""
+    decomposed = {labels[m]: k for k, m in enumerate(result.modes)}
+    factors = list(result.factors)
+    for group in weights.groups:
+        if group in decomposed:
+            factors[decomposed[group]] = weights.leg_from_metric_space(group, factors[decomposed[group]])
+    core = weights.from_metric_space(result.core, [g for g in weights.groups if g not in decomposed])
+    return TuckerTensor(core, [B.astype(f, weights.dtype) for f in factors], result.modes, result.info)

@@ -4,10 +4,12 @@
 - :mod:`~tnlib_torch.compression.accounting`: parameters and MACs (the latter on the meta device);
 - :mod:`~tnlib_torch.compression.costs`: exact costs of a factorized structure at every rank;
 - :mod:`~tnlib_torch.compression.structures`: one structure per method, its fits and candidates;
-- :mod:`~tnlib_torch.compression.policy`: choosing one option per layer under a global budget;
+- :mod:`~tnlib_torch.compression.allocation`: choosing one option per layer under a global budget;
 - :mod:`~tnlib_torch.compression.request`: the checked arguments of one ``compress`` call;
+- :mod:`~tnlib_torch.compression.policies`: the fixed, budget and accuracy policies behind one protocol;
 - :mod:`~tnlib_torch.compression.compress`: :func:`compress` and :func:`compress_`;
-- :mod:`~tnlib_torch.compression.report`: :class:`CompressionReport`.
+- :mod:`~tnlib_torch.compression.report`: :class:`CompressionReport` and :class:`LayerCompression`
+  (also :data:`LayerReport`), the one record of a compressed layer.
 
 It builds on :mod:`tnlib_torch.layers`; nothing here imports the study or the zoo.
 """

@@ -211,3 +211,8 @@ def count_macs(model: nn.Module, input_size: Sequence[int]) -> int:
     221184
     """
     return sum(cost.macs for cost in layer_costs(model, input_size).values())
+
+
+def macs_of(costs: dict[str, LayerCost], name: str) -> int:
+    """The MACs of the layer ``name`` and of its sub-layers, from :func:`layer_costs`."""
+    return sum(cost.macs for leaf, cost in costs.items() if leaf == name or leaf.startswith(name + "."))

@@ -12,7 +12,8 @@ pixels of a conv's output, the rows of a linear's).  Its weight has
 entries and its calls cost ``n_s p_s`` multiply-accumulates, so a chain has
 ``sum_s n_s + bias`` parameters and ``sum_s n_s p_s`` MACs, exactly the counts of
 :func:`tnlib_torch.count_params` and :func:`tnlib_torch.layer_costs`.  The areas,
-positions and depthwise flags do not depend on the widths: they are read once
+positions and depthwise flags (the layer's own ``depthwise``, since at width 1
+a depthwise conv looks like a dense one) do not depend on the widths: they are read once
 off one layer of the structure, built on the meta device and run on a meta
 input, and the widths then vary freely (also as NumPy arrays, for many
 candidate ranks at once).
@@ -65,7 +66,7 @@ class ChainCosts:
             groups=groups,
             areas=tuple(prod(getattr(stage, "kernel_size", (1,))) for stage in stages),
             positions=tuple(positions[stage] for stage in stages),
-            depthwise=tuple(getattr(stage, "groups", 1) > groups for stage in stages),
+            depthwise=tuple(getattr(layer, "depthwise", (False,) * len(stages))),
             bias=sum(stage.bias.numel() for stage in stages if stage.bias is not None),
         )
 

@@ -1,16 +1,23 @@
-"""What :func:`tnlib_torch.compress` did, layer by layer and for the whole model."""
+"""What :func:`tnlib_torch.compress` and :func:`tnlib_torch.truncate_model_` did, layer by layer and for the model.
+
+:class:`LayerCompression` is the one record of a compressed layer: ``compress``
+reports it, ``truncate_model_`` reports it (:data:`LayerReport` is the same
+class), and the study's records are its :meth:`~LayerCompression.to_dict`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["CompressionReport", "LayerCompression"]
+from tnlib import TruncationInfo
+
+__all__ = ["CompressionReport", "LayerCompression", "LayerReport"]
 
 
 @dataclass(frozen=True)
 class LayerCompression:
-    """One selected layer before and after compression.
+    """One selected layer before and after compression (or truncation in place).
 
     Attributes
     ----------
@@ -26,18 +33,28 @@ class LayerCompression:
     ranks
         The structure's ranks: ``(R_o, R_i)`` of Tucker-2, ``(R,)`` of CP, the
         bond dimensions of an MPS, ``(r,)`` of an SVD split, the truncation's
-        kept ranks; ``()`` for a layer kept dense.
+        kept ranks (group-major for a grouped conv: one per cut, for each group
+        in turn); ``()`` for a layer kept dense.
     params_before, params_after
-        Parameters of the layer (weights and bias).
-    macs_before, macs_after
-        Multiply-accumulates of the layer for one sample of the report's
-        ``input_size`` (:func:`tnlib_torch.layer_costs`); ``None`` without it.
+        Parameters of the layer (weights and bias); a truncated kernel keeps its size.
     rel_error, norm_loss
         ``||K - K~||_F / ||K||_F`` and ``1 - ||K~||_F / ||K||_F`` of the weight
         ``K`` and the weight ``K~`` the compressed layer computes (its folded
         kernel), in double precision.
+    shape, groups
+        The original weight's shape (``(out, in/groups, kh, kw)`` for a conv;
+        ``None`` when unknown) and the conv's ``groups``.
+    macs_before, macs_after
+        Multiply-accumulates of the layer for one sample of the report's
+        ``input_size`` (:func:`tnlib_torch.layer_costs`); ``None`` without it.
+    factored_params
+        For a truncation across a single cut: the parameters of the layer stored
+        as the two factors across the cut, ``sum_g r_g (rows_g + columns_g)``
+        plus the bias; ``None`` otherwise.
     note
         Why a layer was kept dense, else ``""``.
+    info
+        The :class:`tnlib.TruncationInfo` of a truncation in place, else ``None``.
     """
 
     name: str
@@ -46,15 +63,61 @@ class LayerCompression:
     ranks: tuple[int, ...]
     params_before: int
     params_after: int
-    macs_before: int | None
-    macs_after: int | None
     rel_error: float
     norm_loss: float
+    shape: tuple[int, ...] | None = None
+    groups: int = 1
+    macs_before: int | None = None
+    macs_after: int | None = None
+    factored_params: int | None = None
     note: str = ""
+    info: TruncationInfo | None = None
+
+    @property
+    def params(self) -> int:
+        """The layer's parameters after compression (:attr:`params_after`)."""
+        return self.params_after
+
+    @property
+    def rank(self) -> int:
+        """The one kept rank (an SVD split, CP, a dense conv truncated across one cut)."""
+        if len(self.ranks) != 1:
+            raise AttributeError(f"layer {self.name!r} has the ranks {self.ranks}, not one rank; read .ranks instead")
+        return self.ranks[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain, JSON-serializable dict."""
-        return {**asdict(self), "ranks": list(self.ranks)}
+        """A plain, JSON-serializable dict of every attribute (``info`` as its own ``to_dict()``)."""
+        out = asdict(self)
+        out.update(ranks=list(self.ranks), shape=None if self.shape is None else list(self.shape),
+                   info=None if self.info is None else self.info.to_dict())
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LayerCompression:
+        """The record :meth:`to_dict` wrote, or a per-layer entry of a study record.
+
+        A study entry names the layer ``layer`` and, for a truncation in place
+        (the sweeps: ``rank``, ``params``, no ``structure``), is a dense conv
+        truncated across one cut; attributes an entry lacks take their defaults.
+        """
+        names = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in names}
+        if "name" not in values:
+            values["name"] = data["layer"]
+        if "structure" not in values:  # a sweep's entry: a dense conv truncated in place across one cut
+            values.update(kind="Conv2d", structure="truncated", ranks=[data["rank"]],
+                          params_before=data["params"], params_after=data["params"])
+        values.setdefault("kind", "Conv2d")
+        values["ranks"] = tuple(values["ranks"])
+        if values.get("shape") is not None:
+            values["shape"] = tuple(values["shape"])
+        if values.get("info") is not None:
+            values["info"] = TruncationInfo.from_dict(values["info"])
+        return cls(**values)
+
+
+#: What :func:`tnlib_torch.truncate_model_` reports per layer: the same class as :class:`LayerCompression`.
+LayerReport = LayerCompression
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""The checked arguments of one :func:`tnlib_torch.compress_` call, and the structure each layer gets."""
+"""The checked arguments of one :func:`tnlib_torch.compress_` call: what to do, and under which policy.
+
+Checking only: nothing here builds a structure or touches a layer (the structures are
+:mod:`tnlib_torch.compression.structures`, the policies :mod:`tnlib_torch.compression.policies`).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from tnlib._validation import check_seed
 from tnlib_torch._checks import check_count
-from tnlib_torch.compression.structures import (
-    CPStructure,
-    LinearStructure,
-    MPSStructure,
-    Structure,
-    SVDStructure,
-    Tucker2Structure,
-)
 
 #: The compression methods.
 METHODS = ("tucker2", "cp", "mps", "svd", "truncate")
@@ -26,12 +23,15 @@ SIZE_KEYWORDS = {"tucker2": "ranks", "cp": "rank", "mps": "max_bond", "svd": "ma
 #: What a budget counts.
 BUDGET_ON = ("params", "macs")
 #: The methods that take each structure option.
-_OPTION_METHODS = {"cutoff": ("mps", "svd", "truncate"), "cut": ("svd", "truncate"), "order": ("mps",)}
+_OPTION_METHODS = {"cutoff": ("tucker2", "mps", "svd", "truncate"), "cut": ("svd", "truncate"), "order": ("mps",)}
 
 
 @dataclass(frozen=True)
 class CompressRequest:
-    """What to do: the method, its options and the policy that chooses the ranks."""
+    """What to do: the method, its options and the policy that chooses the ranks.
+
+    ``fit`` holds the ``seed`` given to :func:`tnlib_torch.compress_` (or in its ``fit``), if any.
+    """
 
     method: str
     policy: str  # "fixed", "budget" or "accuracy"
@@ -48,31 +48,9 @@ class CompressRequest:
     fractions: tuple[float, ...] = ()
     input_size: tuple[int, ...] | None = None
 
-    def structure(self, layer: nn.Module) -> Structure:
-        """The structure a selected layer gets: the method's, or the SVD split for a matrix.
-
-        A matrix's SVD takes only the ``seed`` of another method's ``fit`` (its randomized solver's).
-        """
-        matrix_fit = self.fit if self.method == "svd" else {k: v for k, v in self.fit.items() if k == "seed"}
-        if isinstance(layer, nn.Linear):
-            return LinearStructure(layer, matrix_fit)
-        if self.method == "svd":
-            return SVDStructure(layer, self.fit, self.cut)
-        if tuple(layer.kernel_size) == (1, 1):
-            return SVDStructure(layer, matrix_fit, "o|ihw")
-        if self.method == "mps":
-            return MPSStructure(layer, self.fit, self.order)
-        return {"tucker2": Tucker2Structure, "cp": CPStructure}[self.method](layer, self.fit)
-
-    def matrix_size(self) -> int | None:
-        """The size limit as the SVD rank of a 1x1 conv or a linear layer: the smallest entry of a sequence."""
-        if self.method == "svd" or self.size is None:
-            return self.size
-        return min(self.size) if isinstance(self.size, (tuple, list)) else self.size
-
 
 def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options: dict[str, Any], fit: Any,
-                  linear: Any, budget: Any, budget_on: Any, evaluate: Any, eval_points: Any,
+                  seed: Any, linear: Any, budget: Any, budget_on: Any, evaluate: Any, eval_points: Any,
                   input_size: Any) -> CompressRequest:
     """The arguments of :func:`tnlib_torch.compress_` checked, with messages naming them."""
     if method not in METHODS:
@@ -82,8 +60,7 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
         if value is not None and method not in _OPTION_METHODS[name]:
             methods = " or ".join(map(repr, _OPTION_METHODS[name]))
             raise ValueError(f"{name} is only for method {methods}; got method {method!r}")
-    if fit is not None and not isinstance(fit, Mapping):
-        raise TypeError(f"fit must be a mapping of keywords for the layers' from_conv, got {fit!r}")
+    fit = _checked_fit(fit, seed)
     if not isinstance(linear, bool):
         raise TypeError(f"linear must be a bool, got {linear!r}")
     if linear and method == "truncate":
@@ -91,7 +68,7 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
     if budget_on not in BUDGET_ON:
         raise ValueError(f"budget_on must be one of {', '.join(map(repr, BUDGET_ON))}; got {budget_on!r}")
     common = dict(method=method, size=size, rel_error=rel_error, cutoff=options["cutoff"],
-                  cut=options["cut"] or "o|ihw", order=options["order"] or "ihwo", fit=dict(fit or {}), linear=linear,
+                  cut=options["cut"] or "o|ihw", order=options["order"] or "ihwo", fit=fit, linear=linear,
                   budget_on=budget_on, input_size=None if input_size is None else tuple(input_size))
     criteria = [name for name, value in ((SIZE_KEYWORDS[method], size), ("rel_error", rel_error),
                                          ("cutoff", options["cutoff"])) if value is not None]
@@ -125,6 +102,19 @@ def _checked_sizes(method: str, sizes: dict[str, Any]) -> Any:
     if min(entries) < 1:
         raise ValueError(f"{keyword} must be >= 1 (a layer keeps at least one rank), got {value!r}")
     return value
+
+
+def _checked_fit(fit: Any, seed: Any) -> dict[str, Any]:
+    """The keywords of the layers' fits, with ``seed`` among them; a seed given twice is refused."""
+    if fit is not None and not isinstance(fit, Mapping):
+        raise TypeError(f"fit must be a mapping of keywords for the layers' from_conv, got {fit!r}")
+    fit = dict(fit or {})
+    if seed is None:
+        return fit
+    check_seed(seed)
+    if "seed" in fit:
+        raise ValueError(f"seed is given twice, as seed={seed!r} and in fit={fit!r}; give it once")
+    return {**fit, "seed": seed}
 
 
 def _check_fixed(method: str, criteria: Sequence[str], size: Any, rel_error: Any, evaluate: Any) -> None:

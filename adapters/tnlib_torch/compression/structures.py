@@ -37,8 +37,9 @@ import tnlib
 from tnlib.truncation import tail_weights
 from tnlib_torch.layers.chain import FactorizedModule
 from tnlib_torch.layers.cp import CPConv2d
-from tnlib_torch.layers.factorized import MPSConv2d, SVDConv2d, SVDLinear, Tucker2Conv2d
+from tnlib_torch.layers.factorized import MPSConv2d, Tucker2Conv2d
 from tnlib_torch.layers.geometry import ConvGeometry
+from tnlib_torch.layers.svd import SVDConv2d, SVDLinear
 
 #: The most values a grid of candidate ranks takes per mode or bond (Tucker-2, MPS).
 GRID_POINTS = {"tucker2": 48, "mps": 12}
@@ -165,7 +166,10 @@ class LinearStructure(Structure):
 
 
 class Tucker2Structure(ConvStructure):
-    """:class:`Tucker2Conv2d`."""
+    """:class:`Tucker2Conv2d`; a ``seed`` in ``fit`` is dropped (ST-HOSVD, HOSVD and HOOI draw nothing)."""
+
+    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any]) -> None:
+        super().__init__(layer, {key: value for key, value in fit.items() if key != "seed"})
 
     def meta(self) -> FactorizedModule:
         return Tucker2Conv2d(**self.meta_kwargs(), ranks=1)
@@ -184,10 +188,7 @@ class Tucker2Structure(ConvStructure):
 
     def fixed(self, size: Any, rel_error: float | None, cutoff: float | None) -> nn.Module:
         """``size``, an int or ``(R_o, R_i)``, caps the ranks: a mode smaller than its cap keeps its size."""
-        if size is not None:
-            caps = size if isinstance(size, (tuple, list)) else (size, size)
-            size = tuple(min(cap, full) for cap, full in zip(caps, self.geometry.group_shape))
-        return Tucker2Conv2d.from_conv(self.layer, size, rel_error, **self.fit)
+        return Tucker2Conv2d.from_conv(self.layer, size, rel_error, cutoff, **self.fit)
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
         return Tucker2Conv2d.from_conv(self.layer, ranks, **self.fit)
@@ -255,3 +256,22 @@ class CPStructure(ConvStructure):
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
         return CPConv2d.from_conv(self.layer, ranks[0], **self.fit)
+
+
+def structure_of(layer: nn.Module, method: str, fit: Mapping[str, Any], cut: str, order: str) -> Structure:
+    """The structure a selected layer gets under ``method``: the method's, or the SVD split of a matrix.
+
+    A 1x1 conv and an ``nn.Linear`` are matrices, whose best approximation by
+    every method is their truncated SVD; their fit takes only the ``seed`` of
+    another method's ``fit`` (its randomized solver's).
+    """
+    matrix_fit = fit if method == "svd" else {key: value for key, value in fit.items() if key == "seed"}
+    if isinstance(layer, nn.Linear):
+        return LinearStructure(layer, matrix_fit)
+    if method == "svd":
+        return SVDStructure(layer, fit, cut)
+    if tuple(layer.kernel_size) == (1, 1):
+        return SVDStructure(layer, matrix_fit, "o|ihw")
+    if method == "mps":
+        return MPSStructure(layer, fit, order)
+    return {"tucker2": Tucker2Structure, "cp": CPStructure}[method](layer, fit)

@@ -17,9 +17,7 @@ every group is met by the whole kernel.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
-from math import prod
 from typing import Any
 
 import numpy as np
@@ -28,8 +26,10 @@ from torch import nn
 
 import tnlib
 from tnlib import KERNEL_LABELS, Cut, TruncationInfo
+from tnlib.cuts import cut_matrix_shape
 from tnlib_torch._checks import check_module
 from tnlib_torch.compression.accounting import count_params
+from tnlib_torch.compression.report import LayerCompression, LayerReport
 from tnlib_torch.layers.reports import as_stored, truncation_report
 
 __all__ = ["SUPPORTED_MODULES", "LayerReport", "select_convs", "truncate_conv_", "truncate_model_"]
@@ -86,6 +86,7 @@ def _truncated_groups(weight: torch.Tensor, groups: int, cut: CutArg, **kwargs: 
         truncated, infos = torch.cat([kernel for kernel, _ in results]), [info for _, info in results]
         ranks = tuple(rank for info in infos for rank in info.ranks)  # group after group
         return truncated, truncation_report(infos, ranks, weight, infos[0].cut)
+
 
 def truncate_conv_(
     conv: nn.Conv2d,
@@ -151,59 +152,24 @@ def truncate_conv_(
     return info
 
 
-@dataclass(frozen=True)
-class LayerReport:
-    """What :func:`truncate_model_` did to one conv layer.
-
-    Attributes
-    ----------
-    name
-        The layer's name in ``model.named_modules()``.
-    shape
-        Kernel shape ``(out, in/groups, kh, kw)``.
-    groups
-        The conv's ``groups``.
-    ranks
-        Kept ranks as in :func:`truncate_conv_`'s ``TruncationInfo.ranks``
-        (group-major: one per cut, for each group in turn).
-    rel_error, norm_loss
-        ``||K - K~|| / ||K||`` and ``1 - ||K~|| / ||K||`` of the whole kernel.
-    params
-        The layer's parameters (weight and bias); a dense kernel keeps its size.
-    factored_params
-        For a single cut: the parameters of the layer stored as the two factors
-        across the cut, ``sum_g r_g (rows_g + columns_g)`` plus the bias;
-        ``None`` for several cuts.
-    info
-        The full :class:`tnlib.TruncationInfo`.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    groups: int
-    ranks: tuple[int, ...]
-    rel_error: float
-    norm_loss: float
-    params: int
-    factored_params: int | None
-    info: TruncationInfo
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain, JSON-serializable dict."""
-        out = asdict(self)
-        out.update(shape=list(self.shape), ranks=list(self.ranks), info=self.info.to_dict())
-        return out
-
-
-def _factored_params(conv: nn.Conv2d, info: TruncationInfo) -> int | None:
+def factored_params(conv: nn.Conv2d, info: TruncationInfo) -> int | None:
+    """For a truncation across one cut: ``sum_g r_g (rows_g + columns_g)`` plus the bias; else ``None``."""
     if info.cut is None:
         return None
-    cut = Cut(info.cut)
     out, *rest = conv.weight.shape
-    dims = dict(zip(KERNEL_LABELS, (out // conv.groups, *rest)))
-    rows, columns = prod(dims[c] for c in cut.left), prod(dims[c] for c in cut.right)
+    rows, columns = cut_matrix_shape((out // conv.groups, *rest), Cut(info.cut), KERNEL_LABELS)
     bias = 0 if conv.bias is None else conv.bias.numel()
     return sum(info.ranks) * (rows + columns) + bias
+
+
+def truncated_layer(name: str, conv: nn.Conv2d, info: TruncationInfo) -> LayerCompression:
+    """The record of ``conv``, whose kernel was truncated in place as ``info`` reports."""
+    params = count_params(conv)
+    return LayerCompression(
+        name=name, kind=type(conv).__name__, structure="truncated", ranks=info.ranks, params_before=params,
+        params_after=params, rel_error=info.rel_error, norm_loss=info.norm_loss, shape=tuple(conv.weight.shape),
+        groups=conv.groups, factored_params=factored_params(conv, info), info=info,
+    )
 
 
 def _patterns(value: str | Sequence[str] | None, name: str) -> tuple[str, ...] | None:
@@ -260,10 +226,10 @@ def select_convs(
     list of (str, nn.Conv2d)
         In model order; possibly empty.
     """
-    return select_layers(model, SUPPORTED_MODULES, include, exclude, layers, where)
+    return select_modules(model, SUPPORTED_MODULES, include, exclude, layers, where)
 
 
-def select_layers(
+def select_modules(
     model: nn.Module,
     types: tuple[type[nn.Module], ...],
     include: str | Sequence[str] | None = None,
@@ -317,26 +283,16 @@ def truncate_model_(
     Returns
     -------
     dict[str, LayerReport]
-        One :class:`LayerReport` per truncated layer, keyed by name, in model order.
+        One :class:`LayerReport` (the class :class:`LayerCompression`: ``structure="truncated"``,
+        ``shape``, ``groups``, ``ranks``, ``rel_error``, ``norm_loss``, ``params``, ``factored_params``,
+        ``info``) per truncated layer, keyed by name, in model order.
     """
     kwargs = dict(max_rank=max_rank, rel_error=rel_error, cutoff=cutoff, method=method, seed=seed)
     selected = select_convs(model, include=include, exclude=exclude, layers=layers, where=where)
     results = [
         (name, conv, *truncated_kernel(conv, f"model.{name}".rstrip("."), cut, **kwargs)) for name, conv in selected
     ]
-    report = {}
-    for name, conv, kernel, info in results:
+    for _, conv, kernel, _ in results:
         with torch.no_grad():
             conv.weight.copy_(kernel)
-        report[name] = LayerReport(
-            name=name,
-            shape=tuple(conv.weight.shape),
-            groups=conv.groups,
-            ranks=info.ranks,
-            rel_error=info.rel_error,
-            norm_loss=info.norm_loss,
-            params=count_params(conv),
-            factored_params=_factored_params(conv, info),
-            info=info,
-        )
-    return report
+    return {name: truncated_layer(name, conv, info) for name, conv, _, info in results}

@@ -11,21 +11,28 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from tnlib import TruncationInfo
 from tnlib_torch.layers.geometry import ConvGeometry, fold
 from tnlib_torch.layers.reports import as_stored
+
+if TYPE_CHECKING:
+    from tnlib_torch.layers.cp import CPFitInfo
 
 #: Two fits whose relative errors differ by no more than this err alike: float64 round-off of a fit is
 #: about ``1e-15`` of the kernel's norm, so a difference below ``1e-12`` says nothing about which is better.
 ERROR_TIE = 1e-12
 
+#: What a fit reports: the core's :class:`tnlib.TruncationInfo` (Tucker-2, MPS, SVD), or for CP the core's
+#: :class:`tnlib.CPFit` of a group and the layer's ``CPFitInfo`` (:mod:`tnlib_torch.layers.cp`).
+FitReport = Any
 #: A group's fit: its ranks, the weights of its sub-layers (first to last) and the decomposition's report.
-Fit = tuple[tuple[int, ...], list[Tensor], Any]
+Fit = tuple[tuple[int, ...], list[Tensor], FitReport]
 #: ``decompose(group_kernel, common_ranks) -> Fit``; ``common_ranks`` is None on the first pass (the
 #: caller's criteria apply) and the ranks to keep exactly on the second.
 Decompose = Callable[[Tensor, "tuple[int, ...] | None"], Fit]
@@ -41,14 +48,15 @@ class FactorizedModule(nn.Module):
     fan_in
         Fan-in of the dense layer it stands for.
     info
-        What the fit reported (set by the ``from_*`` constructors; ``None`` otherwise).
+        What the fit reported (set by the ``from_*`` constructors; ``None`` for a layer built from
+        scratch): a :class:`tnlib.TruncationInfo` (Tucker-2, MPS, SVD) or a :class:`CPFitInfo` (CP).
     """
 
     def __init__(self, layers: nn.Sequential, fan_in: int) -> None:
         super().__init__()
         self.layers = layers
         self.fan_in = fan_in
-        self.info: Any = None
+        self.info: TruncationInfo | CPFitInfo | None = None
         self.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -93,7 +101,9 @@ class FactorizedConv2d(FactorizedModule):
     (``in_channels``, ``out_channels``, ``kernel_size``, ``stride``,
     ``padding``, ``dilation``, ``groups``, ``padding_mode``), as pairs or
     ``"same"``/``"valid"``.  See :mod:`tnlib_torch.layers.geometry` for how the
-    chain keeps the conv's semantics.
+    chain keeps the conv's semantics.  ``depthwise`` flags the sub-convs that filter each channel
+    alone (CP's spatial stages), whatever the widths (at width 1 a depthwise conv and a dense one
+    look alike).
     """
 
     def __init__(self, geometry: ConvGeometry, names: Sequence[str], widths: Sequence[int], axes: Sequence[str],
@@ -115,6 +125,7 @@ class FactorizedConv2d(FactorizedModule):
                                              bias and s == len(names) - 1, device, dtype)
         super().__init__(nn.Sequential(stages), geometry.fan_in)
         self.geometry = geometry
+        self.depthwise = tuple(depthwise)
         for key, value in geometry.kwargs().items():
             setattr(self, key, value)
 
@@ -141,7 +152,7 @@ class FactorizedConv2d(FactorizedModule):
 
     @classmethod
     def _fitted(cls, conv: nn.Conv2d, decompose: Decompose, config: Callable[[tuple[int, ...]], dict[str, Any]],
-                summarize: Callable[[list[Any], tuple[int, ...], Tensor, Tensor], Any]) -> Any:
+                summarize: Callable[[list[Any], tuple[int, ...], Tensor, Tensor], Any]) -> FactorizedConv2d:
         """The layer of ``cls`` fitted to a trained conv, group by group, in float64.
 
         Each group's kernel is decomposed; when the groups' ranks differ (an

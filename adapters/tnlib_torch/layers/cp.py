@@ -22,32 +22,54 @@ import torch
 from torch import Tensor, nn
 
 import tnlib
+from tnlib import CPFit
 from tnlib_torch._checks import check_count
 from tnlib_torch.layers.chain import FactorizedConv2d, Fit
 from tnlib_torch.layers.geometry import ConvGeometry
-from tnlib_torch.layers.reports import relative_error
+from tnlib_torch.layers.reports import norm_loss, relative_error
 
 
 @dataclass(frozen=True)
 class CPFitInfo:
-    """What :meth:`CPConv2d.from_conv` fitted.
+    """What :meth:`CPConv2d.from_conv` fitted: the whole kernel's measures, and each group's core report.
+
+    The core reports one CP fit of one tensor (:class:`~tnlib.decompositions.cp_tensor.CPFit`); a grouped
+    conv is fitted group by group, so the layer's report holds those fits in
+    ``steps`` (as a grouped truncation's ``TruncationInfo`` does) and measures
+    the whole kernel it stores.
 
     Attributes
     ----------
-    rank
-        ``R``, the terms per group.
+    ranks
+        ``(R,)``, the terms per group (``rank`` reads it).
     rel_error
-        ``||K - K~||_F / ||K||_F`` of the whole kernel, measured on the dense result.
-    history
-        Per group, the relative error of that group's kernel after each iteration.
-    converged
-        Whether every group's fit met its stopping rule before ``max_iter``.
+        ``||K - K~||_F / ||K||_F`` of the whole kernel, measured on the kernel
+        the stored factors compute.
+    norm_loss
+        ``1 - ||K~||_F / ||K||_F`` of the same two kernels (negative when the fit overshoots).
+    steps
+        Each group's ``CPFit``, in group order (of the fit in float64, before storing).
     """
 
-    rank: int
+    ranks: tuple[int, ...]
     rel_error: float
-    history: tuple[tuple[float, ...], ...]
-    converged: bool
+    norm_loss: float
+    steps: tuple[CPFit, ...]
+
+    @property
+    def rank(self) -> int:
+        """``R``."""
+        return self.ranks[0]
+
+    @property
+    def history(self) -> tuple[tuple[float, ...], ...]:
+        """Per group, the relative error of that group's kernel after each iteration."""
+        return tuple(step.history for step in self.steps)
+
+    @property
+    def converged(self) -> bool:
+        """Whether every group's fit met its stopping rule before ``max_iter``."""
+        return all(step.converged for step in self.steps)
 
 
 def _check_rank(rank: Any, shape: tuple[int, ...]) -> int:
@@ -115,11 +137,10 @@ class CPConv2d(FactorizedConv2d):
             a_o, a_i, a_h, a_w = (factor * scale for factor in model.factors)
             a_o = a_o * torch.where(w < 0, -1.0, 1.0).to(w)
             stages = [a_i.T[:, :, None, None], a_h.T[:, None, :, None], a_w.T[:, None, None, :], a_o[:, :, None, None]]
-            return (rank,), stages, model
+            return (rank,), stages, model.info
 
-        def report(models: list[tnlib.CPTensor], ranks: tuple[int, ...], kernel: Tensor, stored: Tensor) -> CPFitInfo:
-            return CPFitInfo(ranks[0], relative_error(kernel, stored), tuple(tuple(m.history) for m in models),
-                             all(m.converged for m in models))
+        def report(fits: list[CPFit], ranks: tuple[int, ...], kernel: Tensor, stored: Tensor) -> CPFitInfo:
+            return CPFitInfo(ranks, relative_error(kernel, stored), norm_loss(kernel, stored), tuple(fits))
 
         return cls._fitted(conv, decompose, lambda ranks: {"rank": ranks[0]}, report)
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import typing
 
 from tnlib.cli import Command
 from tnlib_torch._checks import check_count
-from tnlib_torch.study.config import StudyConfig, checked_fields
+from tnlib_torch.study.config import RENAMED, StudyConfig, checked_fields
 from tnlib_torch.study.inputs import check_device
 from tnlib_torch.study.store import FolderInUseError
 
@@ -35,7 +36,7 @@ FIELD_HELP = {
     "dataset": "digits (embedded, no download), cifar10, cifar100, or an image folder with train/ and test/",
     "data_root": "the folder holding cifar-10-batches-py / cifar-100-python, or where --download puts it "
                  "(default: none)",
-    "layers": "glob patterns of the conv layers to study (default: every conv)",
+    "include": "glob patterns of the conv layers to study (default: every conv)",
     "cuts": "the cuts of the kernel (o, i, h, w) to truncate across (default: all 7)",
     "levels": "the truncation levels, relative errors in (0, 1)",
     "train_epochs": "epochs of training when no checkpoint is given",
@@ -80,15 +81,33 @@ def _option(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
+class _RenamedOption(argparse.Action):
+    """The old name of an option (:data:`~tnlib_torch.study.config.RENAMED`): stores into the new one's
+    field and says on stderr, in one line, that the name is deprecated."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(f"tnlib study: warning: {option_string} is deprecated, use {_option(self.dest)} "
+              "(the old name goes in the next release)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_field(parser: argparse.ArgumentParser, name: str, option: str, **settings: object) -> None:
+    """The option ``option`` of the config field ``name``, typed as the field."""
+    kind, several = _option_type(name)
+    parser.add_argument(option, dest=name, type=kind, nargs="+" if several else None, **settings)
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     """The options of ``tnlib study``: one per config field, then where and how to run."""
     parser.description = ("Spectra, truncation sweep, recovery and decomposition comparison of a CNN's conv layers; "
                           "results, figures and a report in --output. Run it again to resume.")
     parser.formatter_class = _DefaultsHelpFormatter
     for field in dataclasses.fields(StudyConfig):
-        kind, several = _option_type(field.name)
-        parser.add_argument(_option(field.name), dest=field.name, type=kind, nargs="+" if several else None,
-                            default=field.default, help=FIELD_HELP[field.name])
+        _add_field(parser, field.name, _option(field.name), default=field.default, help=FIELD_HELP[field.name])
+    for old, new in RENAMED.items():
+        _add_field(parser, new, _option(old), action=_RenamedOption, default=argparse.SUPPRESS, metavar=old.upper(),
+                   help=f"deprecated: the old name of {_option(new)}, accepted until the next release")
     parser.add_argument("--download", action="store_true",
                         help="fetch CIFAR into --data-root when it is missing (the official archive, md5-checked)")
     parser.add_argument("--output", default="tnlib-study", help="the output folder (results, figures, report)")

@@ -26,7 +26,8 @@ from tnlib_torch._checks import check_count
 from tnlib_torch.compression.compress import METHODS
 from tnlib_torch.zoo.models import MODELS
 
-__all__ = ["DATASETS", "GRID", "KERNEL_CUTS", "NOT_FINGERPRINTED", "StudyConfig", "checked_fields"]
+__all__ = ["DATASETS", "GRID", "KERNEL_CUTS", "NOT_FINGERPRINTED", "RENAMED", "StudyConfig", "checked_fields",
+           "upgraded"]
 
 #: The data sets known by name; any other ``dataset`` is the path of an image folder.
 DATASETS = ("digits", "cifar10", "cifar100")
@@ -45,6 +46,12 @@ GRID = frozenset({"cuts", "levels", "recovery_levels", "decompositions"})
 #: agree to rounding, so a study started on one device may be resumed on another.  ``data_root``:
 #: CIFAR is checked against its official md5 wherever it lies, so moving it changes nothing.
 NOT_FINGERPRINTED = GRID | {"device", "data_root"}
+
+#: The fields renamed since 0.1, by their old name.  A config written with an old name (the manifest of
+#: an older study folder) still loads (:func:`upgraded`), and :meth:`StudyConfig.fingerprint` hashes each
+#: such field under its old name, so a study keeps its fingerprint across the rename and its folder resumes.
+RENAMED = {"layers": "include"}
+_OLD_NAMES = {new: old for old, new in RENAMED.items()}
 
 _CANONICAL_CUTS = {tnlib.Cut(cut): cut for cut in KERNEL_CUTS}
 
@@ -172,8 +179,9 @@ class StudyConfig:
         image folder ``path/<class>/<image>``.
     data_root : str or None
         Where CIFAR is kept (ignored otherwise).
-    layers : tuple of str
+    include : tuple of str
         Glob patterns of the conv layers studied (``fnmatch`` on module names); empty: every conv.
+        Called ``layers`` in 0.1 (see :data:`RENAMED`).
     cuts : tuple of str
         Cuts of the kernels ``(o, i, h, w)``; default all seven (:data:`KERNEL_CUTS`).
     levels : tuple of float
@@ -216,7 +224,7 @@ class StudyConfig:
     checkpoint: str | None = None
     dataset: str = "digits"
     data_root: str | None = None
-    layers: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
     cuts: tuple[str, ...] = KERNEL_CUTS
     levels: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     train_epochs: int = 10
@@ -244,13 +252,15 @@ class StudyConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
         """The config of ``data`` (as :meth:`to_dict` gives it); missing fields take their defaults.
 
+        A field under its old name (:data:`RENAMED`, as an older manifest holds it) is read as the new one.
+
         Raises
         ------
         ValueError
-            If ``data`` has a key that is not a field, or a field's value is invalid.
+            If ``data`` has a key that is not a field, gives a field under both its names, or a field's
+            value is invalid.
         """
-        if not isinstance(data, Mapping):
-            raise TypeError(f"a StudyConfig is made from a mapping of its fields, got {type(data).__name__}")
+        data = upgraded(data)
         _check_names(data)
         return cls(**data)
 
@@ -268,8 +278,10 @@ class StudyConfig:
         fingerprints give equal records for the measurements they share, so they may share a
         folder.  Equal configs, and configs that differ only in those fields, have equal
         fingerprints, in every process and on every machine.
+        Each field is hashed under its name of 0.1 (:data:`RENAMED`), so a rename changes no fingerprint.
         """
-        fields = {name: value for name, value in self.to_dict().items() if name not in NOT_FINGERPRINTED}
+        fields = {_OLD_NAMES.get(name, name): value for name, value in self.to_dict().items()
+                  if name not in NOT_FINGERPRINTED}
         text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -279,7 +291,7 @@ _CHECKS: dict[str, Check] = {
     "checkpoint": _optional(_check_path),
     "dataset": _check_path,
     "data_root": _optional(_check_path),
-    "layers": _tuple_of(_check_str, allow_empty=True),
+    "include": _tuple_of(_check_str, allow_empty=True),
     "cuts": _tuple_of(_check_cut),
     "levels": _tuple_of(_check_level, sort=True),
     "train_epochs": _count(0),
@@ -318,10 +330,29 @@ def checked_fields(values: Mapping[str, Any], label: Callable[[str], str] = str)
     return checked
 
 
+def upgraded(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` (fields by name) with each old name of :data:`RENAMED` replaced by the new one.
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not a mapping.
+    ValueError
+        If ``data`` gives a field under both its old and its new name.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a StudyConfig is made from a mapping of its fields, got {type(data).__name__}")
+    both = [f"{old!r} and {new!r}" for old, new in RENAMED.items() if old in data and new in data]
+    if both:
+        raise ValueError(f"{', '.join(both)} are two names of one StudyConfig field (the first is the old one); "
+                         "give one of them")
+    return {RENAMED.get(name, name): value for name, value in data.items()}
+
+
 def _check_names(data: Mapping[str, Any]) -> None:
-    """Refuse keys that are not fields of :class:`StudyConfig`."""
+    """Refuse keys that are not fields of :class:`StudyConfig`; an old name says the new one."""
     unknown = sorted(map(str, set(data) - set(_CHECKS)))
     if unknown:
-        raise ValueError(
-            f"unknown StudyConfig field(s) {', '.join(map(repr, unknown))}; the fields are {', '.join(_CHECKS)}"
-        )
+        renamed = "".join(f" ({name!r} is now {RENAMED[name]!r})" for name in unknown if name in RENAMED)
+        raise ValueError(f"unknown StudyConfig field(s) {', '.join(map(repr, unknown))}{renamed}; "
+                         f"the fields are {', '.join(_CHECKS)}")

@@ -40,13 +40,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tnlib_torch.compression.surgery import select_convs
 from tnlib_torch.study.config import StudyConfig
+from tnlib_torch.study.selection import select_dense_convs
 from tnlib_torch.zoo.data import cifar10, cifar100, digits, image_folder, loader
 from tnlib_torch.zoo.models import CIFAR_RESNET_DEPTHS, MODELS, build_model
 from tnlib_torch.zoo.weights import _read_state_dict
 
-__all__ = ["StudyInputs", "check_checkpoint", "check_device", "fetch_data", "resolve_inputs", "select_layers"]
+__all__ = ["StudyInputs", "check_checkpoint", "check_device", "fetch_data", "resolve_inputs"]
 
 #: The models normalized as their published checkpoints were trained (ImageNet statistics).
 _CIFAR_RESNETS = frozenset(f"resnet{depth}" for depth in CIFAR_RESNET_DEPTHS)
@@ -71,7 +71,8 @@ class StudyInputs:
     in_channels : int
         The channels of the images.
     layers : tuple of str
-        The layers studied: the dense convs matching the config's ``layers`` (:func:`select_layers`).
+        The layers studied: the dense convs matching the config's ``include``
+        (:func:`~tnlib_torch.study.selection.select_dense_convs`).
     """
 
     name: str
@@ -106,7 +107,7 @@ def resolve_inputs(config: StudyConfig) -> StudyInputs:
     ValueError
         CIFAR without ``data_root``; an image folder without ``train/`` and ``test/`` subfolders of the
         same classes; a model that does not take the data's images or returns logits of the wrong shape;
-        ``layers`` that select no dense conv.
+        ``include`` patterns of which one selects no dense conv.
     FileNotFoundError
         CIFAR missing from ``data_root``, or an image folder that does not exist.
     ImportError
@@ -122,23 +123,7 @@ def resolve_inputs(config: StudyConfig) -> StudyInputs:
     train_set = _capped(train_set, config.train_samples, config.seed)
     test_set = _capped(test_set, config.eval_samples, config.seed)
     return StudyInputs(config.model, factory, train_set, test_set, tuple(classes), int(image.shape[0]),
-                       tuple(select_layers(model, config.layers)))
-
-
-def select_layers(model: nn.Module, patterns: tuple[str, ...]) -> list[str]:
-    """The names of the dense convs (``groups == 1``) of ``model`` matching any glob pattern (all for none).
-
-    Grouped convs are skipped, as :mod:`tnlib_torch.study.measure` skips them.
-
-    Raises
-    ------
-    ValueError
-        A pattern that matches no conv, or no dense conv selected.
-    """
-    names = [name for name, conv in select_convs(model, include=list(patterns) or None) if conv.groups == 1]
-    if not names:
-        raise ValueError(f"layers {list(patterns)} select no dense conv (nn.Conv2d with groups == 1) of the model")
-    return names
+                       tuple(select_dense_convs(model, config.include or None)))
 
 
 def check_device(device: str, name: str = "device") -> None:

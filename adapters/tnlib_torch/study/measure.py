@@ -30,8 +30,9 @@ group by group (:func:`tnlib_torch.truncate_conv_`), so it has one spectrum and
 one kept rank per group across each cut, not one; the study's networks (the
 vanilla CNN, the CIFAR ResNets) have none.  A selection skips them, and naming
 one as a layer is a ``ValueError``.  Layers are named as in
-``model.named_modules()`` and selected by glob patterns
-(:func:`fnmatch.fnmatchcase`, ``*`` also matching dots).
+``model.named_modules()`` and selected by the glob patterns ``include``
+(:func:`~tnlib_torch.study.selection.select_dense_convs`, ``*`` also matching dots).
+The records and the fine-tuning are :mod:`~tnlib_torch.study.measure_tools`.
 
 **Cuts** are written as :func:`tnlib.all_cuts` writes them (``"ihw|o"`` is
 recorded, and keyed, as ``"o|ihw"``), one cut per truncation.
@@ -52,22 +53,28 @@ without one shuffles from torch's global generator, which
 from __future__ import annotations
 
 import copy
-import math
-import numbers
-from collections.abc import Iterable, Mapping, Sequence
-from fnmatch import fnmatchcase
-from typing import Any
+from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 import tnlib
 from tnlib import KERNEL_LABELS, Cut
 from tnlib_torch._checks import check_count, check_module
 from tnlib_torch.compression.accounting import count_params
 from tnlib_torch.compression.compress import compress
-from tnlib_torch.compression.surgery import LayerReport, select_convs, truncate_model_
-from tnlib_torch.zoo.train import TrainingDiverged, evaluate, fine_tune
+from tnlib_torch.study.measure_tools import (
+    Loader,
+    Record,
+    canonical_cut,
+    check_fraction,
+    check_training,
+    fine_tuned,
+    layer_entry,
+    metrics,
+    record,
+    truncated_copy,
+)
+from tnlib_torch.study.selection import Patterns, checked_dense_conv, dense_convs, select_dense_convs
 
 __all__ = [
     "ALL",
@@ -82,177 +89,12 @@ __all__ = [
     "truncate_one",
 ]
 
-Loader = Iterable[tuple[Tensor, Tensor]]
-Patterns = str | Sequence[str] | None
-Record = dict[str, Any]
-
 #: The methods of :func:`decomposition_at_params`; ``"svd"`` is the cut truncation stored as two factors.
 DECOMPOSITION_METHODS = ("cp", "tucker2", "mps", "svd")
 #: The relative errors at which :func:`layer_spectra` reports the rank needed.
 DEFAULT_LEVELS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
 #: The ``target`` of :func:`recovery` that truncates every selected layer.
 ALL = "all"
-
-_METRICS = ("top1", "top5", "loss", "count")
-
-
-# -- records ----------------------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as JSON-ready Python: tuples as lists, NumPy scalars as Python's, non-finite floats as None."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    raise TypeError(f"cannot record a {type(value).__name__}")
-
-
-def _record(kind: str, *key: str | float, **fields: Any) -> Record:
-    """The record ``{"key": [kind, *key], **fields}``, JSON-ready."""
-    return _plain({"key": [kind, *key], **fields})
-
-
-def _metrics(model: nn.Module, loader: Loader) -> dict[str, float]:
-    """``top1``, ``top5``, ``loss`` and ``count`` of :func:`tnlib_torch.evaluate`."""
-    result = evaluate(model, loader)
-    return {name: result[name] for name in _METRICS}
-
-
-# -- arguments ---------------------------------------------------------------------------------------
-
-def _check_fraction(value: object, name: str, *, one: bool = False) -> float:
-    """``value`` as a float in (0, 1), or (0, 1] with ``one``."""
-    interval = "(0, 1]" if one else "(0, 1)"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number in {interval}, got {type(value).__name__}")
-    if not (0 < value < 1 or (one and value == 1)):
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return float(value)
-
-
-
-def _check_training(epochs: object, lr: object, seed: object) -> None:
-    """Refuse bad fine-tuning arguments before any costly work."""
-    check_count(epochs, "epochs", 1)
-    check_count(seed, "seed", 0)
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"lr must be a real number > 0, got {type(lr).__name__}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-
-
-def _canonical_cut(cut: str | Cut) -> str:
-    """``cut`` (one cut of ``"oihw"``) as :func:`tnlib.all_cuts` writes it."""
-    parsed = Cut(cut).check(KERNEL_LABELS)
-    return next(str(c) for c in tnlib.all_cuts(KERNEL_LABELS) if c == parsed)
-
-
-# -- layers ------------------------------------------------------------------------------------------
-
-
-def _dense_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
-    """The convs with ``groups == 1``, by name, in model order."""
-    check_module(model)
-    return {name: conv for name, conv in select_convs(model) if conv.groups == 1}
-
-
-def _available(names: Sequence[str]) -> str:
-    shown = ", ".join(repr(name) for name in names[:5])
-    return f"the dense convs are {shown}" + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
-
-
-def _select(model: nn.Module, layers: Patterns) -> list[str]:
-    """The names of the dense convs that match any of the glob patterns ``layers`` (all for None)."""
-    names = list(_dense_convs(model))
-    if not names:
-        raise ValueError("the model has no nn.Conv2d with groups == 1 to measure")
-    if layers is None:
-        return names
-    patterns = (layers,) if isinstance(layers, str) else layers
-    if not isinstance(patterns, Sequence) or not patterns or not all(isinstance(p, str) for p in patterns):
-        raise TypeError(f"layers must be a glob pattern or a non-empty sequence of them (str), got {layers!r}")
-    for pattern in patterns:
-        if not any(fnmatchcase(name, pattern) for name in names):
-            raise ValueError(f"layers: pattern {pattern!r} matches no dense conv of the model; {_available(names)}")
-    return [name for name in names if any(fnmatchcase(name, p) for p in patterns)]
-
-
-def _layer(model: nn.Module, layer: str) -> str:
-    """``layer``, checked to name a dense conv of ``model``."""
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be the name of a conv (str), got {type(layer).__name__}")
-    names = list(_dense_convs(model))
-    if layer not in names:
-        conv = dict(select_convs(model)).get(layer)
-        why = "is not a conv of the model" if conv is None else f"is a grouped conv (groups={conv.groups}), unmeasured"
-        raise ValueError(f"layer {layer!r} {why}; {_available(names)}")
-    return layer
-
-
-# -- truncation and fine-tuning --------------------------------------------------------------------------
-
-
-def _layer_entry(report: LayerReport) -> Record:
-    """What the truncation did to one layer."""
-    return {
-        "layer": report.name,
-        "shape": report.shape,
-        "rank": report.ranks[0],
-        "rel_error": report.rel_error,
-        "norm_loss": report.norm_loss,
-        "params": report.params,
-        "factored_params": report.factored_params,
-    }
-
-
-def _truncated_copy(model: nn.Module, names: Sequence[str], cut: str, level: float) -> tuple[nn.Module, list[Record]]:
-    """A deep copy of ``model`` with the kernels of ``names`` truncated across ``cut`` at ``rel_error=level``."""
-    chosen = set(names)
-    truncated = copy.deepcopy(model)
-    reports = truncate_model_(truncated, cut, rel_error=level, where=lambda name, _: name in chosen)
-    return truncated, [_layer_entry(report) for report in reports.values()]
-
-
-def _fine_tuned(model: nn.Module, train_loader: Loader, test_loader: Loader, epochs: int, lr: float,
-                seed: int) -> Record:
-    """Test metrics of ``model`` before fine-tuning it in place, after each epoch, and at the end."""
-    before = _metrics(model, test_loader)
-    generator = getattr(train_loader, "generator", None)
-    if isinstance(generator, torch.Generator):
-        generator.manual_seed(seed)
-    try:
-        history = fine_tune(model, train_loader, epochs, lr=lr, seed=seed, progress=False, val_loader=test_loader)
-        diverged = None
-    except TrainingDiverged as error:  # a finding of the run (lr too high for the model), not a failure
-        history, diverged = error.history, error
-    per_epoch = [
-        {"epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_top1": r.train_top1,
-         **{name: r.val[name] for name in _METRICS}}
-        for r in history.records
-    ]
-    if diverged is not None:  # the model as it ended, in the epoch that diverged
-        per_epoch.append({"epoch": diverged.epoch, "lr": lr, "train_loss": None, "train_top1": None,
-                          **_metrics(model, test_loader)})
-    after = {name: per_epoch[-1][name] for name in _METRICS}
-    outcome = {} if diverged is None else {"diverged": str(diverged)}
-    return {"epochs": epochs, "lr": lr, "seed": seed, "before": before, "history": per_epoch, "after": after,
-            **outcome}
-
-
-def _decomposition_fit(method: str, seed: int, cp_max_iter: int) -> dict[str, int] | None:
-    """The ``fit`` keywords of :func:`tnlib_torch.compress` that make ``method``'s fits depend on ``seed`` alone."""
-    if method == "cp":
-        return {"seed": seed, "max_iter": cp_max_iter}
-    if method == "tucker2":
-        return None  # ST-HOSVD draws nothing
-    return {"seed": seed}  # "mps", "svd": method "auto" may choose the randomized SVD
 
 
 # -- the measurements ------------------------------------------------------------------------------------
@@ -275,11 +117,12 @@ def baseline(model: nn.Module, loader: Loader) -> Record:
         names of its dense convs, in model order), and ``top1``, ``top5``,
         ``loss``, ``count`` of :func:`tnlib_torch.evaluate`.
     """
-    layers = list(_dense_convs(model))
-    return _record("baseline", params=count_params(model), layers=layers, **_metrics(model, loader))
+    layers = list(dense_convs(model))
+    return record("baseline", params=count_params(model), layers=layers, **metrics(model, loader))
 
 
-def layer_spectra(model: nn.Module, layers: Patterns = None, levels: Sequence[float] = DEFAULT_LEVELS) -> list[Record]:
+def layer_spectra(model: nn.Module, include: Patterns = None,
+                  levels: Sequence[float] = DEFAULT_LEVELS) -> list[Record]:
     """The spectrum of every selected conv kernel across every cut, and its entropies.
 
     The kernel ``K`` (``(out, in, kh, kw)``, labels ``"oihw"``) is taken in
@@ -290,8 +133,9 @@ def layer_spectra(model: nn.Module, layers: Patterns = None, levels: Sequence[fl
     ----------
     model
         A CNN; it is only read.
-    layers
-        Glob pattern(s) selecting dense convs; ``None``: all, in model order.
+    include
+        Glob pattern(s) selecting dense convs (:func:`~tnlib_torch.study.selection.select_dense_convs`);
+        ``None``: all, in model order.
     levels
         Relative errors in (0, 1) at which the rank needed is reported.
 
@@ -309,22 +153,23 @@ def layer_spectra(model: nn.Module, layers: Patterns = None, levels: Sequence[fl
 
     Examples
     --------
+    >>> import torch
     >>> import tnlib_torch as tt
     >>> _ = torch.manual_seed(0)
-    >>> records = layer_spectra(tt.vanilla_cnn(in_channels=1, widths=(4, 4, 8, 8)), layers="conv2", levels=[0.5])
+    >>> records = layer_spectra(tt.vanilla_cnn(in_channels=1, widths=(4, 4, 8, 8)), include="conv2", levels=[0.5])
     >>> [r["key"] for r in records][:2], records[0]["matrix_shape"], len(records)
     ([['spectrum', 'conv2', 'o|ihw'], ['spectrum', 'conv2', 'i|ohw']], [4, 36], 7)
     """
-    names = _select(model, layers)
+    names = select_dense_convs(model, include)
     if isinstance(levels, str) or not isinstance(levels, Sequence) or not levels:
         raise TypeError(f"levels must be a non-empty sequence of relative errors in (0, 1), got {levels!r}")
-    levels = [_check_fraction(level, "levels") for level in levels]
-    convs = _dense_convs(model)
+    levels = [check_fraction(level, "levels") for level in levels]
+    convs = dense_convs(model)
     records = []
     for name in names:
         kernel = convs[name].weight.detach().double()
         for cut, spectrum in tnlib.spectra(kernel, KERNEL_LABELS).items():
-            records.append(_record(
+            records.append(record(
                 "spectrum", name, cut, layer=name, cut=cut, shape=kernel.shape, matrix_shape=spectrum.matrix_shape,
                 singular_values=spectrum.singular_values.tolist(), norm=spectrum.norm, rank=spectrum.rank,
                 entropy=spectrum.entropy(), renyi2=spectrum.entropy(alpha=2), levels=levels,
@@ -360,16 +205,16 @@ def truncate_one(model: nn.Module, layer: str, cut: str | Cut, level: float, loa
     TypeError
         Arguments of the wrong type.
     """
-    name, cut, level = _layer(model, layer), _canonical_cut(cut), _check_fraction(level, "level")
-    truncated, (entry,) = _truncated_copy(model, [name], cut, level)
-    return _record("sweep", name, cut, level, cut=cut, level=level, **entry, **_metrics(truncated, loader))
+    name, cut, level = checked_dense_conv(model, layer), canonical_cut(cut), check_fraction(level, "level")
+    truncated, (entry,) = truncated_copy(model, [name], cut, level)
+    return record("sweep", name, cut, level, cut=cut, level=level, **entry, **metrics(truncated, loader))
 
 
-def truncate_all(model: nn.Module, cut: str | Cut, level: float, loader: Loader, layers: Patterns = None) -> Record:
+def truncate_all(model: nn.Module, cut: str | Cut, level: float, loader: Loader, include: Patterns = None) -> Record:
     """The accuracy left when every selected layer is truncated across a cut at once.
 
-    As :func:`truncate_one`, for all the selected layers together, each at
-    ``rel_error=level`` for its own kernel.
+    As :func:`truncate_one`, for all the layers ``include`` selects together,
+    each at ``rel_error=level`` for its own kernel.
 
     Returns
     -------
@@ -380,22 +225,22 @@ def truncate_all(model: nn.Module, cut: str | Cut, level: float, loader: Loader,
         ``factored_params`` (their sums over the layers), and ``top1``,
         ``top5``, ``loss``, ``count``.
     """
-    names, cut, level = _select(model, layers), _canonical_cut(cut), _check_fraction(level, "level")
-    truncated, entries = _truncated_copy(model, names, cut, level)
-    return _record(
+    names, cut, level = select_dense_convs(model, include), canonical_cut(cut), check_fraction(level, "level")
+    truncated, entries = truncated_copy(model, names, cut, level)
+    return record(
         "sweep_all", cut, level, cut=cut, level=level, layers=entries,
         params=sum(e["params"] for e in entries), factored_params=sum(e["factored_params"] for e in entries),
-        **_metrics(truncated, loader),
+        **metrics(truncated, loader),
     )
 
 
 def recovery(model: nn.Module, target: str, cut: str | Cut, level: float, train_loader: Loader, test_loader: Loader,
-             epochs: int, lr: float, seed: int, layers: Patterns = None) -> Record:
+             epochs: int, lr: float, seed: int, include: Patterns = None) -> Record:
     """How much accuracy fine-tuning recovers after a truncation.
 
     A deep copy of ``model`` is truncated as by :func:`truncate_one` (``target``
     a layer name) or :func:`truncate_all` (``target="all"``, the layers
-    ``layers`` selects), evaluated on ``test_loader``, then fine-tuned for
+    ``include`` selects), evaluated on ``test_loader``, then fine-tuned for
     ``epochs`` on ``train_loader`` (:func:`tnlib_torch.fine_tune`, learning
     rate ``lr``, ``seed``) and evaluated after every epoch.  The kernels leave
     the truncated subspace as they train (see the module notes).
@@ -412,16 +257,16 @@ def recovery(model: nn.Module, target: str, cut: str | Cut, level: float, train_
         test metrics after the last epoch).
     """
     if target == ALL:
-        names = _select(model, layers)
-    elif layers is not None:
-        raise ValueError(f"layers selects the layers of target={ALL!r} only, got target={target!r}")
+        names = select_dense_convs(model, include)
+    elif include is not None:
+        raise ValueError(f"include selects the layers of target={ALL!r} only, got target={target!r}")
     else:
-        names = [_layer(model, target)]
-    cut, level = _canonical_cut(cut), _check_fraction(level, "level")
-    _check_training(epochs, lr, seed)
-    truncated, entries = _truncated_copy(model, names, cut, level)
-    trained = _fine_tuned(truncated, train_loader, test_loader, epochs, lr, seed)
-    return _record("recovery", target, cut, level, target=target, cut=cut, level=level, layers=entries, **trained)
+        names = [checked_dense_conv(model, target)]
+    cut, level = canonical_cut(cut), check_fraction(level, "level")
+    check_training(epochs, lr, seed)
+    truncated, entries = truncated_copy(model, names, cut, level)
+    trained = fine_tuned(truncated, train_loader, test_loader, epochs, lr, seed)
+    return record("recovery", target, cut, level, target=target, cut=cut, level=level, layers=entries, **trained)
 
 
 def recovery_control(model: nn.Module, train_loader: Loader, test_loader: Loader, epochs: int, lr: float,
@@ -435,13 +280,13 @@ def recovery_control(model: nn.Module, train_loader: Loader, test_loader: Loader
         ``before``, ``history`` and ``after`` as in :func:`recovery`.
     """
     check_module(model)
-    _check_training(epochs, lr, seed)
-    trained = _fine_tuned(copy.deepcopy(model), train_loader, test_loader, epochs, lr, seed)
-    return _record("recovery_control", **trained)
+    check_training(epochs, lr, seed)
+    trained = fine_tuned(copy.deepcopy(model), train_loader, test_loader, epochs, lr, seed)
+    return record("recovery_control", **trained)
 
 
 def decomposition_at_params(model: nn.Module, method: str, budget: float, train_loader: Loader, test_loader: Loader,
-                            epochs: int, lr: float, seed: int, layers: Patterns = None,
+                            epochs: int, lr: float, seed: int, include: Patterns = None,
                             cp_max_iter: int = 50) -> Record:
     """One factorization of the selected layers at a parameter budget, before and after fine-tuning.
 
@@ -452,20 +297,20 @@ def decomposition_at_params(model: nn.Module, method: str, budget: float, train_
     :class:`SVDConv2d`) with ranks allocated so that they keep at most
     ``budget`` times their parameters.  The compressed copy is evaluated, then
     fine-tuned as in :func:`recovery` (its layers stay factorized).  CP is
-    fitted by ALS with at most ``cp_max_iter`` sweeps; ``seed`` seeds the CP,
-    MPS and SVD fits.  A 1x1 conv becomes an SVD split whatever the method,
-    and with ``"cp"``, ``"tucker2"`` or ``"mps"`` ``compress`` gives its fit no
-    seed: a large 1x1 conv may then get the (unseeded) randomized SVD, and the
-    record may vary slightly from run to run.  Select the kxk convs
-    (``layers``) to compare the methods on the kernels alone.
+    fitted by ALS with at most ``cp_max_iter`` sweeps.  ``seed`` is
+    ``compress``'s ``seed``: it seeds every fit that draws (CP, a randomized
+    SVD of an MPS or of an SVD split), so the same arguments give the same
+    record.  A 1x1 conv becomes an SVD split whatever the method; select the
+    kxk convs (``include``) to compare the methods on the kernels alone.
 
     Returns
     -------
     dict
         ``key = ["decomposition", method, budget]``; ``method``, ``budget``,
-        ``layers`` (per layer: ``layer``, ``structure``, ``ranks``,
+        ``layers`` (per layer, :func:`~tnlib_torch.study.measure_tools.layer_entry`
+        of its :class:`~tnlib_torch.LayerCompression`: ``layer``, ``structure``, ``ranks``,
         ``params_before``, ``params_after``, ``rel_error``, ``norm_loss`` of the
-        kernel, ``note``), ``params_before`` and ``params_after`` (sums over
+        kernel, ``note``, ...), ``params_before`` and ``params_after`` (sums over
         the selected layers), ``ratio`` (``params_after / params_before``, at
         most ``budget``), ``model_params_before``, ``model_params_after``, and
         ``epochs``, ``lr``, ``seed``, ``before``, ``history``, ``after`` as in
@@ -479,19 +324,16 @@ def decomposition_at_params(model: nn.Module, method: str, budget: float, train_
     """
     if method not in DECOMPOSITION_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, DECOMPOSITION_METHODS))}; got {method!r}")
-    budget, names = _check_fraction(budget, "budget", one=True), set(_select(model, layers))
-    _check_training(epochs, lr, seed)
+    budget, names = check_fraction(budget, "budget", one=True), set(select_dense_convs(model, include))
+    check_training(epochs, lr, seed)
     cp_max_iter = check_count(cp_max_iter, "cp_max_iter", 1)
-    fit = _decomposition_fit(method, seed, cp_max_iter)
-    compressed, report = compress(model, method, budget=budget, fit=fit, where=lambda name, _: name in names)
-    entries = [
-        {"layer": r.name, "structure": r.structure, "ranks": r.ranks, "params_before": r.params_before,
-         "params_after": r.params_after, "rel_error": r.rel_error, "norm_loss": r.norm_loss, "note": r.note}
-        for r in report.layers.values()
-    ]
+    fit = {"max_iter": cp_max_iter} if method == "cp" else None
+    compressed, report = compress(model, method, budget=budget, fit=fit, seed=seed,
+                                  where=lambda name, _: name in names)
+    entries = [layer_entry(layer) for layer in report.layers.values()]
     before, after = sum(e["params_before"] for e in entries), sum(e["params_after"] for e in entries)
-    trained = _fine_tuned(compressed, train_loader, test_loader, epochs, lr, seed)
-    return _record(
+    trained = fine_tuned(compressed, train_loader, test_loader, epochs, lr, seed)
+    return record(
         "decomposition", method, budget, method=method, budget=budget, layers=entries, params_before=before,
         params_after=after, ratio=after / before, model_params_before=report.params_before,
         model_params_after=report.params_after, **trained,

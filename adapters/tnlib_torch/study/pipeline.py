@@ -18,7 +18,7 @@ folder (:mod:`tnlib_torch.study.store`), the tasks of these stages, one record p
    fine-tuning (:func:`~tnlib_torch.study.measure.decomposition_at_params`).
 
 Recovery, its control and the decompositions fine-tune, so a config with ``retrain_epochs = 0`` has none
-of them.  The selected layers are the dense convs (``groups == 1``) matching ``layers`` (all of them when
+of them.  The selected layers are the dense convs (``groups == 1``) matching ``include`` (all of them when
 empty).
 
 Guarantees

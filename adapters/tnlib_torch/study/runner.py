@@ -90,12 +90,12 @@ MEASURES: dict[str, Callable[..., Record | list[Record]]] = {
         record for record in measure.layer_spectra(model, [layer]) if record["cut"] in s.config.cuts
     ],
     "sweep": lambda model, s, layer, cut, level: measure.truncate_one(model, layer, cut, level, s.test),
-    "sweep_all": lambda model, s, cut, level: measure.truncate_all(model, cut, level, s.test, s.layers),
+    "sweep_all": lambda model, s, cut, level: measure.truncate_all(model, cut, level, s.test, include=s.layers),
     "recovery": lambda model, s, target, cut, level: measure.recovery(
-        model, target, cut, level, s.train, s.test, *s.training, layers=s.layers),
+        model, target, cut, level, s.train, s.test, *s.training, include=s.layers),
     "recovery_control": lambda model, s: measure.recovery_control(model, s.train, s.test, *s.training),
     "decomposition": lambda model, s, method, budget: measure.decomposition_at_params(
-        model, method, budget, s.train, s.test, *s.training, layers=s.layers),
+        model, method, budget, s.train, s.test, *s.training, include=s.layers),
 }
 
 

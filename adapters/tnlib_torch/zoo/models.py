@@ -13,6 +13,9 @@
   before anything is copied;
 * :data:`MODELS` and :func:`build_model`: the models by name.
 
+Their building blocks (:class:`BasicBlock`, :class:`Bottleneck`, :class:`ZeroPadShortcut`) are
+those of :mod:`tnlib_torch.zoo.blocks`, importable from here too.
+
 Every model is an ``nn.Sequential`` of named layers (its ``forward`` is the
 chain), so the state-dict keys are the layer names (``conv1.weight``,
 ``layer2.0.bn1.running_mean``, ``linear.bias``), and the models script
@@ -27,11 +30,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tnlib_torch._checks import check_count
+from tnlib_torch.zoo.blocks import (
+    SHORTCUTS,
+    BasicBlock,
+    Block,
+    Bottleneck,
+    ZeroPadShortcut,
+    check_shortcut,
+    check_sizes,
+    conv_bn,
+    head,
+    init_weights,
+    stage,
+)
 from tnlib_torch.zoo.weights import load_checkpoint
 
 __all__ = [
@@ -59,166 +73,10 @@ CIFAR_RESNET_NORMALIZATION: dict[str, tuple[float, float, float]] = {
 }
 #: The depths of the CIFAR ResNets of He et al. (2016) that :data:`MODELS` names; any ``6n + 2 >= 8`` builds.
 CIFAR_RESNET_DEPTHS: tuple[int, ...] = (20, 32, 44, 56, 110)
-#: The downsampling shortcuts of a residual block: "option A" (``"zero_pad"``) and "option B" (``"projection"``).
-SHORTCUTS: tuple[str, ...] = ("zero_pad", "projection")
 
 #: The default widths of :class:`VanillaCNN` and the blocks it max-pools after.
 _VANILLA_WIDTHS = (32, 64, 128, 128)
 _VANILLA_POOL_AFTER = (2, 4)
-
-
-# -- validation ------------------------------------------------------------------------------------------------------
-
-
-
-def _check_sizes(values: object, name: str, count: int | None = None) -> tuple[int, ...]:
-    expected = f"a sequence of {count or 'one or more'} positive ints"
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-        raise TypeError(f"{name} must be {expected}, got {values!r}")
-    if not values or (count is not None and len(values) != count):
-        raise ValueError(f"{name} must be {expected}, got {len(values)}: {tuple(values)!r}")
-    return tuple(check_count(value, f"{name}[{i}]", 1) for i, value in enumerate(values))
-
-
-def _check_shortcut(shortcut: object) -> str:
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"shortcut must be one of {', '.join(map(repr, SHORTCUTS))}, got {shortcut!r}")
-    return shortcut  # type: ignore[return-value]
-
-
-# -- building blocks -------------------------------------------------------------------------------------------------
-
-
-def _init_weights(model: nn.Module) -> None:
-    """Kaiming-normal (fan-in, ReLU gain) conv and linear weights, as akamaster's CIFAR ResNets."""
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-
-
-def _head(features: int, num_classes: int) -> OrderedDict[str, nn.Module]:
-    """Global average pooling to 1x1, flattening and the linear classifier."""
-    return OrderedDict(avgpool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), linear=nn.Linear(features, num_classes))
-
-
-def _conv_bn(in_planes: int, out_planes: int, kernel_size: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-    """A bias-free conv, ``padding = kernel_size // 2``, and the batch norm after it."""
-    conv = nn.Conv2d(in_planes, out_planes, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
-    return conv, nn.BatchNorm2d(out_planes)
-
-
-class ZeroPadShortcut(nn.Module):
-    """The parameter-free "option A" shortcut of He et al. (2016): subsample, then zero-pad the channels.
-
-    ``x[:, :, ::stride, ::stride]`` with ``(out_planes - in_planes) // 2`` zero
-    channels in front and the rest behind; for the CIFAR ResNets (``out_planes =
-    2 in_planes = planes``) that is ``planes // 4`` zero channels on each side.
-
-    Parameters
-    ----------
-    in_planes, out_planes : int
-        Channels in and out, ``out_planes >= in_planes``.
-    stride : int
-        The subsampling step along both spatial axes.
-    """
-
-    def __init__(self, in_planes: int, out_planes: int, stride: int = 2) -> None:
-        super().__init__()
-        in_planes = check_count(in_planes, "in_planes", 1)
-        out_planes = check_count(out_planes, "out_planes", in_planes)
-        self.stride = check_count(stride, "stride", 1)
-        self.front = (out_planes - in_planes) // 2
-        self.back = out_planes - in_planes - self.front
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.front, self.back))
-
-    def extra_repr(self) -> str:
-        return f"stride={self.stride}, pad=({self.front}, {self.back})"
-
-
-def _shortcut(in_planes: int, out_planes: int, stride: int, kind: str) -> nn.Module:
-    """The identity where shapes agree; otherwise option A (zero pad) or B (1x1 conv + batch norm)."""
-    kind = _check_shortcut(kind)
-    if stride == 1 and in_planes == out_planes:
-        return nn.Identity()
-    if kind == "zero_pad":
-        return ZeroPadShortcut(in_planes, out_planes, stride)
-    return nn.Sequential(*_conv_bn(in_planes, out_planes, 1, stride))
-
-
-class BasicBlock(nn.Module):
-    """The residual block of two 3x3 convs: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``.
-
-    ``conv1`` carries the stride; the output has ``planes`` channels.
-
-    Parameters
-    ----------
-    in_planes, planes : int
-        Channels in and out.
-    stride : int
-        The stride of ``conv1`` (and of the shortcut).
-    shortcut : {"zero_pad", "projection"}
-        The shortcut where the shapes change (see :data:`SHORTCUTS`); the identity elsewhere.
-    """
-
-    expansion = 1
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection") -> None:
-        super().__init__()
-        self.conv1, self.bn1 = _conv_bn(in_planes, planes, 3, stride)
-        self.conv2, self.bn2 = _conv_bn(planes, planes, 3)
-        self.shortcut = _shortcut(in_planes, planes, stride, shortcut)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class Bottleneck(nn.Module):
-    """The bottleneck block: 1x1 ``in -> planes``, 3x3 ``planes -> planes``, 1x1 ``planes -> 4 planes``.
-
-    ``relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x))``;
-    the 3x3 conv ``conv2`` carries the stride (as torchvision's ResNet v1.5).
-
-    Parameters
-    ----------
-    in_planes, planes : int
-        Channels in, and of the 3x3 conv; the output has ``4 planes``.
-    stride : int
-        The stride of ``conv2`` (and of the shortcut).
-    shortcut : {"zero_pad", "projection"}
-        The shortcut where the shapes change (see :data:`SHORTCUTS`); the identity elsewhere.
-    """
-
-    expansion = 4
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection") -> None:
-        super().__init__()
-        out_planes = planes * self.expansion
-        self.conv1, self.bn1 = _conv_bn(in_planes, planes, 1)
-        self.conv2, self.bn2 = _conv_bn(planes, planes, 3, stride)
-        self.conv3, self.bn3 = _conv_bn(planes, out_planes, 1)
-        self.shortcut = _shortcut(in_planes, out_planes, stride, shortcut)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
-
-
-Block = type[BasicBlock] | type[Bottleneck]
-
-
-def _stage(block: Block, in_planes: int, planes: int, num_blocks: int, stride: int, shortcut: str) -> nn.Sequential:
-    """``num_blocks`` blocks of width ``planes``; the first has the stride (and the shortcut that changes shape)."""
-    blocks = []
-    for block_stride in (stride, *(1,) * (num_blocks - 1)):
-        blocks.append(block(in_planes, planes, block_stride, shortcut))
-        in_planes = planes * block.expansion
-    return nn.Sequential(*blocks)
 
 
 # -- networks --------------------------------------------------------------------------------------------------------
@@ -252,16 +110,16 @@ class VanillaCNN(nn.Sequential):
     def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = _VANILLA_WIDTHS) -> None:
         num_classes = check_count(num_classes, "num_classes", 2)
         in_channels = check_count(in_channels, "in_channels", 1)
-        widths = _check_sizes(widths, "widths", 4)
+        widths = check_sizes(widths, "widths", 4)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for k, (c_in, c_out) in enumerate(zip((in_channels, *widths), widths), start=1):
-            layers[f"conv{k}"], layers[f"bn{k}"] = _conv_bn(c_in, c_out, 3)
+            layers[f"conv{k}"], layers[f"bn{k}"] = conv_bn(c_in, c_out, 3)
             layers[f"relu{k}"] = nn.ReLU()
             if k in _VANILLA_POOL_AFTER:
                 layers[f"pool{k}"] = nn.MaxPool2d(2)
-        layers.update(_head(widths[-1], num_classes))
+        layers.update(head(widths[-1], num_classes))
         super().__init__(layers)
-        _init_weights(self)
+        init_weights(self)
 
 
 class ResNet(nn.Sequential):
@@ -294,22 +152,22 @@ class ResNet(nn.Sequential):
                  in_channels: int = 3, shortcut: str = "projection") -> None:
         if not (isinstance(block, type) and issubclass(block, (BasicBlock, Bottleneck))):
             raise TypeError(f"block must be BasicBlock or Bottleneck (or a subclass), got {block!r}")
-        widths = _check_sizes(widths, "widths")
-        num_blocks = _check_sizes(num_blocks, "num_blocks", len(widths))
+        widths = check_sizes(widths, "widths")
+        num_blocks = check_sizes(num_blocks, "num_blocks", len(widths))
         num_classes = check_count(num_classes, "num_classes", 2)
         in_channels = check_count(in_channels, "in_channels", 1)
-        shortcut = _check_shortcut(shortcut)
+        shortcut = check_shortcut(shortcut)
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        layers["conv1"], layers["bn1"] = _conv_bn(in_channels, widths[0], 3)
+        layers["conv1"], layers["bn1"] = conv_bn(in_channels, widths[0], 3)
         layers["relu"] = nn.ReLU()
         in_planes = widths[0]
         for k, (planes, blocks) in enumerate(zip(widths, num_blocks), start=1):
-            layers[f"layer{k}"] = _stage(block, in_planes, planes, blocks, 1 if k == 1 else 2, shortcut)
+            layers[f"layer{k}"] = stage(block, in_planes, planes, blocks, 1 if k == 1 else 2, shortcut)
             in_planes = planes * block.expansion
-        layers.update(_head(in_planes, num_classes))
+        layers.update(head(in_planes, num_classes))
         super().__init__(layers)
-        _init_weights(self)
+        init_weights(self)
 
 
 def vanilla_cnn(num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = _VANILLA_WIDTHS) -> VanillaCNN:

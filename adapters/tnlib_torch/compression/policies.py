@@ -1,0 +1,260 @@
+"""The three policies of :func:`tnlib_torch.compress_` that choose each selected layer's replacement.
+
+A :class:`Policy` is chosen once from the checked request (:func:`policy_for`)
+and maps the selected layers to their :class:`Replacement`:
+
+* :class:`FixedPolicy`: every layer fitted with the same criteria (its method's
+  size limit, ``rel_error``, ``cutoff``), kept dense where that is not smaller;
+  for ``"truncate"``, every kernel truncated in place with them
+  (:class:`TruncationPolicy`);
+* :class:`BudgetPolicy`: the candidates of every layer, costed exactly, with
+  error estimates from the spectra, allocated under the budget
+  (:func:`tnlib_torch.compression.allocation.allocate`);
+* :class:`AccuracyPolicy`: the candidates scored one layer at a time by the
+  caller's ``evaluate``, then :func:`tnlib_torch.compression.allocation.select_by_score`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from tnlib import TruncationInfo
+from tnlib_torch.compression.accounting import count_params, macs_of, run_with_hooks
+from tnlib_torch.compression.allocation import Option, allocate, efficient_frontier, select_by_score
+from tnlib_torch.compression.costs import ChainCosts
+from tnlib_torch.compression.request import CompressRequest
+from tnlib_torch.compression.structures import LinearStructure, Structure, SVDStructure, structure_of
+from tnlib_torch.compression.surgery import truncated_kernel
+
+__all__ = ["AccuracyPolicy", "BudgetPolicy", "FixedPolicy", "Policy", "Replacement", "TruncationPolicy",
+           "install", "naming", "policy_for"]
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What a selected layer becomes: ``module`` (the original for a layer kept dense or truncated in place), its
+    ranks, a note (why it was kept dense), and the report of a truncation in place."""
+
+    module: nn.Module
+    ranks: tuple[int, ...]
+    note: str = ""
+    truncation: TruncationInfo | None = None
+
+
+class Policy(Protocol):
+    """Chooses the replacement of every selected layer; ``scores`` records what it evaluated."""
+
+    scores: dict[str, Any]
+
+    def choose(self, model: nn.Module, selected: dict[str, nn.Module]) -> dict[str, Replacement]:
+        """The replacement of each selected layer of ``model``, by name; ``model`` is left as it was."""
+
+
+def policy_for(request: CompressRequest, costs_before: dict | None) -> Policy:
+    """The policy of a checked request; ``costs_before`` are the model's layer costs (for MACs), or None."""
+    if request.method == "truncate":
+        return TruncationPolicy(request)
+    kinds = {"fixed": FixedPolicy, "budget": BudgetPolicy, "accuracy": AccuracyPolicy}
+    return kinds[request.policy](request, costs_before)
+
+
+@contextmanager
+def naming(name: str) -> Iterator[None]:
+    """Errors raised inside name the layer they are about."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"layer {name!r}: {error}") from error
+
+
+def install(model: nn.Module, name: str, module: nn.Module, original: nn.Module) -> None:
+    """Put ``module`` at ``name``, with the training mode and ``requires_grad`` of ``original``."""
+    if module is not original:
+        module.train(original.training)
+        module.requires_grad_(original.weight.requires_grad)
+    parent, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(parent), attribute, module)
+
+
+def module_ranks(module: nn.Module) -> tuple[int, ...]:
+    """The ranks of a factorized layer: Tucker-2's ``ranks``, an MPS's ``bond_dims``, or ``(rank,)``."""
+    for attribute in ("ranks", "bond_dims"):
+        if hasattr(module, attribute):
+            return tuple(getattr(module, attribute))
+    return (module.rank,)
+
+
+@dataclass
+class TruncationPolicy:
+    """Method ``"truncate"``: every selected kernel truncated in place (all computed before any is written)."""
+
+    request: CompressRequest
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    def choose(self, model: nn.Module, selected: dict[str, nn.Module]) -> dict[str, Replacement]:
+        r = self.request
+        kernels = {name: truncated_kernel(conv, f"model.{name}", r.cut, max_rank=r.size, rel_error=r.rel_error,
+                                          cutoff=r.cutoff, **r.fit)
+                   for name, conv in selected.items()}
+        for name, (kernel, _) in kernels.items():
+            with torch.no_grad():
+                selected[name].weight.copy_(kernel)
+        return {name: Replacement(selected[name], info.ranks, truncation=info) for name, (_, info) in kernels.items()}
+
+
+@dataclass
+class _StructuredPolicy:
+    """A policy over the method's structure of each selected layer."""
+
+    request: CompressRequest
+    costs_before: dict | None = None
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    def choose(self, model: nn.Module, selected: dict[str, nn.Module]) -> dict[str, Replacement]:
+        r = self.request
+        structures = {}
+        for name, layer in selected.items():
+            with naming(name):
+                structures[name] = structure_of(layer, r.method, r.fit, r.cut, r.order)
+        return self.replacements(model, structures)
+
+    def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
+        raise NotImplementedError
+
+    def options(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, list[Option]]:
+        """Each layer's candidates cheaper than the dense layer, costed exactly, and the dense layer (error 0)."""
+        r = self.request
+        shapes = ({} if r.input_size is None
+                  else _input_shapes(model, {n: s.layer for n, s in structures.items()}, r.input_size))
+        options = {}
+        for name, structure in structures.items():
+            with naming(name):
+                candidates = structure.candidates()
+            chain = ChainCosts.of(structure.meta(), shapes.get(name))
+            if r.budget_on == "macs":
+                costs, dense = chain.macs(candidates.widths), macs_of(self.costs_before, name)
+            else:
+                costs, dense = chain.params(candidates.widths), count_params(structure.layer)
+            options[name] = [Option(ranks, float(cost), float(error))
+                             for ranks, cost, error in zip(candidates.ranks, costs, candidates.errors) if cost < dense]
+            options[name].append(Option(None, float(dense), 0.0))
+        return options
+
+
+class FixedPolicy(_StructuredPolicy):
+    """Each layer fitted with the request's criteria; kept dense where that is not smaller."""
+
+    def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
+        r = self.request
+        replacements = {}
+        for name, structure in structures.items():
+            size = _matrix_size(r) if isinstance(structure, (SVDStructure, LinearStructure)) else r.size
+            with naming(name):
+                module = structure.fixed(size, r.rel_error, r.cutoff)
+            dense, params = count_params(structure.layer), count_params(module)
+            if params < dense:
+                replacements[name] = Replacement(module, module_ranks(module))
+            else:
+                note = f"kept dense: the factorized layer would have {params:,} >= {dense:,} parameters"
+                replacements[name] = Replacement(structure.layer, (), note)
+        return replacements
+
+
+class BudgetPolicy(_StructuredPolicy):
+    """The candidates allocated under the budget from their exact costs and estimated errors."""
+
+    def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
+        options = self.options(model, structures)
+        return _built(structures, allocate(options, self.request.budget * _dense_cost(options)))
+
+
+class AccuracyPolicy(_StructuredPolicy):
+    """The candidates scored one layer at a time by ``evaluate``, then :func:`select_by_score`.
+
+    ``scores`` holds ``"baseline"`` (the uncompressed model's score) and, per
+    layer, ``[(ranks, cost, score), ...]`` of every candidate evaluated.
+    """
+
+    def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
+        r = self.request
+        options = self.options(model, structures)
+        self.scores["baseline"] = _score(r.evaluate, model, "the uncompressed model")
+        scored = {}
+        for name, structure in structures.items():
+            scored[name], self.scores[name] = self._scored_layer(model, name, structure, options[name])
+        return _built(structures, select_by_score(scored, r.budget * _dense_cost(options)))
+
+    def _scored_layer(self, model: nn.Module, name: str, structure: Structure,
+                      options: list[Option]) -> tuple[list[tuple[Option, float]], list[tuple]]:
+        """The layer's picks at the request's cost fractions, each scored with that layer alone compressed."""
+        frontier = efficient_frontier(options)
+        dense = frontier[0]
+        picks = {}
+        for fraction in self.request.fractions:
+            affordable = [o for o in frontier if o.cost <= fraction * dense.cost]
+            if affordable:
+                picks.setdefault(affordable[0].ranks, affordable[0])
+        scored, scores = [(dense, math.inf)], []
+        for option in picks.values():
+            with naming(name):
+                module = structure.at(option.ranks)
+            install(model, name, module, structure.layer)
+            try:
+                score = _score(self.request.evaluate, model, f"the model with layer {name!r} at ranks {option.ranks}")
+            finally:
+                install(model, name, structure.layer, structure.layer)
+            scored.append((option, score))
+            scores.append((list(option.ranks), option.cost, score))
+        return scored, scores
+
+
+def _matrix_size(request: CompressRequest) -> int | None:
+    """The size limit as the SVD rank of a 1x1 conv or a linear layer: the smallest entry of a sequence."""
+    if request.method == "svd" or request.size is None:
+        return request.size
+    return min(request.size) if isinstance(request.size, (tuple, list)) else request.size
+
+
+def _input_shapes(model: nn.Module, layers: dict[str, nn.Module], input_size: Sequence[int]) -> dict[str, tuple]:
+    """The shape (without the batch) of each layer's input in one forward pass at ``input_size``."""
+    names = {layer: name for name, layer in layers.items()}
+    shapes = {}
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        shapes.setdefault(names[module], tuple(inputs[0].shape[1:]))
+
+    run_with_hooks(model, input_size, names, hook)
+    return shapes
+
+
+def _dense_cost(options: dict[str, list[Option]]) -> float:
+    return sum(next(o.cost for o in layer_options if o.ranks is None) for layer_options in options.values())
+
+
+def _score(evaluate: Callable[[nn.Module], float], model: nn.Module, what: str) -> float:
+    with torch.no_grad():
+        score = evaluate(model)
+    if isinstance(score, torch.Tensor) and score.numel() == 1:
+        score = score.item()
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
+        raise ValueError(f"evaluate must return a number (higher is better), got {score!r} for {what}")
+    return float(score)
+
+
+def _built(structures: dict[str, Structure], chosen: dict[str, Option]) -> dict[str, Replacement]:
+    replacements = {}
+    for name, option in chosen.items():
+        if option.ranks is None:
+            replacements[name] = Replacement(structures[name].layer, (), "kept dense by the allocation")
+        else:
+            with naming(name):
+                module = structures[name].at(option.ranks)
+            replacements[name] = Replacement(module, module_ranks(module))
+    return replacements
