@@ -4,7 +4,8 @@
   cut) that keep every conv semantic (docs/torch_layers.md);
 - :mod:`tnlib_torch.compression`: in-place truncation of kernels along cuts, parameter and MAC
   accounting, budget allocation across layers and model-wide :func:`compress`
-  (docs/torch_surgery.md, docs/torch_compress.md); it builds on ``layers``;
+  (docs/torch_surgery.md, docs/torch_compress.md), calibration on data (docs/torch_calibration.md);
+  it builds on ``layers``;
 - :mod:`tnlib_torch.zoo`: the study's networks, checkpoints, data sets read safely, evaluation
   and fine-tuning (docs/torch_models.md, docs/torch_data.md, docs/torch_train.md); it needs
   none of tnlib's math;
@@ -20,6 +21,7 @@ import sys
 import tnlib
 from tnlib_torch.compression import (
     BUDGET_ON,
+    DEFAULT_MAX_FULL,
     MAC_RULES,
     METHODS,
     SIZE_KEYWORDS,
@@ -27,13 +29,16 @@ from tnlib_torch.compression import (
     CompressionReport,
     LayerCompression,
     LayerCost,
+    LayerMoments,
     LayerReport,
     allocation,
     compress,
     compress_,
     count_macs,
     count_params,
+    input_moments,
     layer_costs,
+    recalibrate_batchnorm,
     select_convs,
     surgery,
     truncate_conv_,
@@ -105,6 +110,11 @@ __all__ = [
     "LayerCompression",
     "compress",
     "compress_",
+    # calibration
+    "DEFAULT_MAX_FULL",
+    "LayerMoments",
+    "input_moments",
+    "recalibrate_batchnorm",
     # models
     "CIFAR_RESNET_NORMALIZATION",
     "MODELS",

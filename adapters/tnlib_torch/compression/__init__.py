@@ -8,6 +8,8 @@
 - :mod:`~tnlib_torch.compression.request`: the checked arguments of one ``compress`` call;
 - :mod:`~tnlib_torch.compression.policies`: the fixed, budget and accuracy policies behind one protocol;
 - :mod:`~tnlib_torch.compression.compress`: :func:`compress` and :func:`compress_`;
+- :mod:`~tnlib_torch.compression.calibration`: :func:`input_moments` (the data metric of each
+  layer) and :func:`recalibrate_batchnorm`;
 - :mod:`~tnlib_torch.compression.report`: :class:`CompressionReport` and :class:`LayerCompression`
   (also :data:`LayerReport`), the one record of a compressed layer.
 
@@ -15,6 +17,7 @@ It builds on :mod:`tnlib_torch.layers`; nothing here imports the study or the zo
 """
 
 from tnlib_torch.compression.accounting import MAC_RULES, LayerCost, count_macs, count_params, layer_costs
+from tnlib_torch.compression.calibration import DEFAULT_MAX_FULL, LayerMoments, input_moments, recalibrate_batchnorm
 from tnlib_torch.compression.compress import BUDGET_ON, METHODS, SIZE_KEYWORDS, compress, compress_
 from tnlib_torch.compression.report import CompressionReport, LayerCompression
 from tnlib_torch.compression.surgery import (
@@ -27,6 +30,7 @@ from tnlib_torch.compression.surgery import (
 
 __all__ = [
     "BUDGET_ON",
+    "DEFAULT_MAX_FULL",
     "MAC_RULES",
     "METHODS",
     "SIZE_KEYWORDS",
@@ -34,12 +38,15 @@ __all__ = [
     "CompressionReport",
     "LayerCompression",
     "LayerCost",
+    "LayerMoments",
     "LayerReport",
     "compress",
     "compress_",
     "count_macs",
     "count_params",
+    "input_moments",
     "layer_costs",
+    "recalibrate_batchnorm",
     "select_convs",
     "truncate_conv_",
     "truncate_model_",
