@@ -6,6 +6,8 @@ doing anything, so a bad argument ends in a ``TypeError`` or ``ValueError`` whos
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -29,3 +31,17 @@ def check_module(value: Any, name: str = "model") -> nn.Module:
     if not isinstance(value, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
     return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` itself, checked to be ``True`` or ``False`` (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_path(value: Any, name: str) -> Path:
+    """``value`` (a ``str`` or ``os.PathLike``) as a ``Path``, ``~`` expanded."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return Path(value).expanduser()

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from tnlib._validation import check_choice, describe
+from tnlib._validation import check_choice
 from tnlib.metric import kronecker_factors
-from tnlib_torch._checks import check_count, check_module
+from tnlib_torch._checks import check_bool, check_count, check_module
 from tnlib_torch.compression.data_pass import evaluation_mode, input_batches, model_device, run_on_data
 from tnlib_torch.compression.surgery import select_modules
 
@@ -274,8 +274,7 @@ def input_moments(
     check_module(model)
     samples = None if samples is None else check_count(samples, "samples")
     max_full = check_count(max_full, "max_full")
-    if not isinstance(linear, bool):
-        raise TypeError(f"linear must be a bool, got {describe(linear)}")
+    check_bool(linear, "linear")
     layers = select_modules(model, (nn.Conv2d, nn.Linear) if linear else (nn.Conv2d,), include, exclude)
     if not layers:
         raise ValueError("include and exclude select no layer of the model; there is nothing to calibrate")

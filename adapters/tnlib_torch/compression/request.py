@@ -14,7 +14,7 @@ import numpy as np
 from torch import nn
 
 from tnlib._validation import check_seed
-from tnlib_torch._checks import check_count
+from tnlib_torch._checks import check_bool, check_count
 
 #: The compression methods.
 METHODS = ("tucker2", "cp", "mps", "svd", "truncate")
@@ -61,8 +61,7 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
             methods = " or ".join(map(repr, _OPTION_METHODS[name]))
             raise ValueError(f"{name} is only for method {methods}; got method {method!r}")
     fit = _checked_fit(fit, seed)
-    if not isinstance(linear, bool):
-        raise TypeError(f"linear must be a bool, got {linear!r}")
+    check_bool(linear, "linear")
     if linear and method == "truncate":
         raise ValueError("linear=True is not supported by method 'truncate', which truncates conv kernels")
     if budget_on not in BUDGET_ON:

@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tnlib_torch._checks import check_bool
 from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.study.inputs import StudyInputs, check_checkpoint, check_device, fetch_data
 from tnlib_torch.study.measure import ALL
@@ -161,9 +162,8 @@ def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = 
     started = time.perf_counter()
     if not isinstance(config, StudyConfig):
         raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
-    for name, flag in (("progress", progress), ("download", download)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    check_bool(progress, "progress")
+    check_bool(download, "download")
     check_placement(workers, scheduler)
     check_device(config.device)
     if config.checkpoint is not None:

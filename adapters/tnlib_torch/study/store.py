@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from tnlib._files import atomic_write_bytes, atomic_write_text, sync_folder
+from tnlib_torch._checks import check_bool
 from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.study.manifest import (
     FORMAT,
@@ -148,8 +149,7 @@ class ResultStore:
         """
         if not isinstance(config, StudyConfig):
             raise TypeError(f"config must be a StudyConfig, got {type(config).__name__}")
-        if not isinstance(force, bool):
-            raise TypeError(f"force must be True or False, got {force!r}")
+        check_bool(force, "force")
         folder = Path(folder).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         lock = lock_folder(folder)

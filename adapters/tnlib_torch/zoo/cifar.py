@@ -26,13 +26,12 @@ import numpy as np
 import torch
 
 from tnlib._validation import check_choice
+from tnlib_torch._checks import check_bool, check_path
 from tnlib_torch.zoo import safe_pickle as _safe_pickle
 from tnlib_torch.zoo.datasets import (
     Normalize,
     PathLike,
     TensorImageDataset,
-    check_bool,
-    check_path,
     resolve_normalize,
 )
 

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tnlib._validation import check_choice
-from tnlib_torch._checks import check_count
+from tnlib_torch._checks import check_bool, check_count, check_path
 from tnlib_torch.zoo.cifar import cifar10, cifar100
 from tnlib_torch.zoo.datasets import (
     NORMALIZATIONS,
@@ -36,8 +36,6 @@ from tnlib_torch.zoo.datasets import (
     Normalize,
     PathLike,
     TensorImageDataset,
-    check_bool,
-    check_path,
     random_crop_flip,
     resolve_normalize,
 )

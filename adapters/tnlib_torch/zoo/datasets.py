@@ -4,8 +4,7 @@
 items, class names, normalization, augmentation) and :class:`TensorImageDataset` the one whose
 images are held in one tensor (CIFAR, the digits); :data:`NORMALIZATIONS` and
 :func:`resolve_normalize` give the per-channel ``(mean, std)``, :func:`random_crop_flip` the
-standard CIFAR augmentation, and :func:`check_bool` and :func:`check_path` the argument checks
-the data set builders share (with :func:`tnlib._validation.check_choice`). The public names are
+standard CIFAR augmentation. The public names are
 re-exported by :mod:`tnlib_torch.zoo.data`.
 """
 
@@ -16,14 +15,13 @@ import numbers
 import operator
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from tnlib_torch._checks import check_count
+from tnlib_torch._checks import check_bool, check_count
 
 __all__ = [
     "NORMALIZATIONS",
@@ -31,8 +29,6 @@ __all__ = [
     "Normalize",
     "PathLike",
     "TensorImageDataset",
-    "check_bool",
-    "check_path",
     "random_crop_flip",
     "resolve_normalize",
 ]
@@ -50,19 +46,6 @@ NORMALIZATIONS: Mapping[str, Stats] = MappingProxyType({
 
 
 # -- argument checks ------------------------------------------------------------------------------
-
-def check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def check_path(value: Any, name: str) -> Path:
-    if not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
-    return Path(value).expanduser()
-
-
 
 def _check_floats(values: Any, name: str) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):

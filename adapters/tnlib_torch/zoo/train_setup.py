@@ -11,8 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tnlib_torch._checks import check_count
-from tnlib_torch.zoo.datasets import check_path
+from tnlib_torch._checks import check_count, check_path
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "checked_config", "checked_path", "make_optimizer", "make_scheduler"]
 

@@ -20,8 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
 
-from tnlib_torch._checks import check_module
-from tnlib_torch.zoo.datasets import check_path
+from tnlib_torch._checks import check_module, check_path
 
 __all__ = ["load_checkpoint"]
 
