@@ -19,7 +19,7 @@ def test_every_benchmark_runs_quick_and_writes_json(tmp_path):
     subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=ROOT, check=True,
                    capture_output=True, text=True, timeout=300)
     data = json.loads(out.read_text())
-    expected = {"svd", "spectra", "mps", "tucker", "cp", "layers", "eval"}
+    expected = {"svd", "spectra", "mps", "tucker", "cp", "layers", "eval", "compress"}
     assert data["quick"] is True and expected <= set(data["benchmarks"])
     for sections in data["benchmarks"].values():
         for section in sections:

@@ -9,6 +9,7 @@ discarded in a :class:`TruncationInfo`.
 
 from tnlib.cuts import KERNEL_LABELS, Cut, all_cuts, matricize, truncate
 from tnlib.decompositions.cp import CP_INITS, CP_METHODS, cp
+from tnlib.decompositions.cp_ladder import cp_ladder
 from tnlib.decompositions.cp_rank import CPRankSearch, cp_rank
 from tnlib.decompositions.cp_significance import CPSignificance, cp_significance
 from tnlib.decompositions.cp_tensor import CPFit, CPTensor
@@ -39,6 +40,7 @@ __all__ = [
     "TuckerTensor",
     "all_cuts",
     "cp",
+    "cp_ladder",
     "cp_rank",
     "cp_significance",
     "evbmf_rank",

@@ -33,7 +33,7 @@ def test_shared_keywords_have_one_default_everywhere():
         assert len(set(map(repr, defaults[keyword].values()))) == 1, (keyword, defaults[keyword])
     # `method` picks the SVD solver (default "auto") everywhere but in the decompositions whose
     # `method` names their algorithm (tucker: "sthosvd", as in DESIGN.md; cp and cp_rank: "als")
-    algorithms = {"tucker": "sthosvd", "cp": "als", "cp_rank": "als"}
+    algorithms = {"tucker": "sthosvd", "cp": "als", "cp_rank": "als", "cp_ladder": "als"}
     assert {name: value for name, value in defaults["method"].items() if name not in algorithms} == {
         name: "auto" for name in defaults["method"] if name not in algorithms
     }

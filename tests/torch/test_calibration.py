@@ -49,21 +49,26 @@ CONVS = {
 }
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("spec", sorted(CONVS))
-def test_the_full_moment_equals_brute_force(spec):
+def test_the_full_moment_equals_brute_force(spec, dtype):
     torch.manual_seed(0)
-    conv = nn.Conv2d(**CONVS[spec])
-    x = torch.randn(5, conv.in_channels, 7, 6)
+    conv = nn.Conv2d(**CONVS[spec], dtype=dtype)
+    x = torch.randn(5, conv.in_channels, 7, 6, dtype=dtype)
     lm = input_moments(conv, x)[""]
     assert lm.full and lm.groups == conv.groups and lm.samples == 5
     for g in range(conv.groups):
-        np.testing.assert_allclose(lm.moments[g]["ihw"], _brute_moment(conv, x, g), rtol=1e-10, atol=1e-12)
+        brute = _brute_moment(conv, x, g)
+        if dtype == torch.float64:  # float64 products: exact up to float64 round-off
+            np.testing.assert_allclose(lm.moments[g]["ihw"], brute, rtol=1e-10, atol=1e-12)
+        else:  # float32 products over <= 210 positions: round-off ~1e-7 * sqrt(210) of the largest entry
+            np.testing.assert_allclose(lm.moments[g]["ihw"], brute, rtol=0, atol=1e-5 * np.abs(brute).max())
 
 
 def test_the_kronecker_form_is_the_normalized_partial_traces():
     torch.manual_seed(1)
-    conv = nn.Conv2d(4, 4, 3, padding=1, groups=2)
-    x = torch.randn(6, 4, 5, 5)
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=2).double()  # float64: both forms exact to round-off
+    x = torch.randn(6, 4, 5, 5, dtype=torch.float64)
     full, factored = input_moments(conv, x)[""], input_moments(conv, x, max_full=17)[""]
     assert full.full and not factored.full
     for g in range(2):
@@ -78,6 +83,40 @@ def test_the_kronecker_form_is_the_normalized_partial_traces():
         per_label, exact = factored.metric("cp", group=g), full.metric("cp", group=g)
         np.testing.assert_allclose(np.kron(np.kron(per_label["i"], per_label["h"]), per_label["w"]),
                                    np.kron(np.kron(exact["i"], exact["h"]), exact["w"]), rtol=1e-10)
+
+
+def _dead_channel_model() -> nn.Sequential:
+    """conv -> ReLU -> grouped conv, where the ReLU outputs of channels 1, 4 and 5 are zero on any input."""
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, groups=2), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 3))
+    with torch.no_grad():
+        model[0].weight[[1, 4, 5]] = 0.0
+        model[0].bias[[1, 4]] = 0.0
+        model[0].bias[5] = -1.0  # a negative constant: the ReLU kills it too
+    return model
+
+
+@pytest.mark.parametrize("max_full", [2304, 20])  # full and Kronecker-factored moments of the second conv
+def test_dead_inputs_are_the_channels_that_are_zero_on_the_data(max_full):
+    model = _dead_channel_model()
+    x = torch.randn(8, 3, 6, 6)
+    moments = input_moments(model, x, max_full=max_full, linear=True)
+    assert moments["2"].full == (max_full == 2304) and moments["2"].groups == 2
+    assert moments["2"].dead_inputs == (1, 4, 5)  # numbered over both groups: group 1 holds channels 3, 4, 5
+    assert moments["0"].dead_inputs == ()
+    # the dead channels' rows of the full moment vanish: the moment is singular there
+    m = moments["2"].metric("svd", group=0)["ihw"].reshape(3, 9, 27)
+    assert not m[1].any() and m[0].any() and m[2].any()
+    # a linear layer's features: the flattened outputs of the conv, none dead
+    assert moments["4"].dead_inputs == ()
+
+
+def test_every_input_is_dead_when_the_input_is_zero():
+    lm = input_moments(nn.Linear(5, 2), torch.zeros(4, 5), linear=True)[""]
+    assert lm.dead_inputs == (0, 1, 2, 3, 4)
+    conv = input_moments(nn.Conv2d(2, 2, 3), torch.zeros(3, 2, 5, 5), max_full=4)[""]
+    assert not conv.full and conv.dead_inputs == (0, 1)
 
 
 def test_the_metric_forms_of_a_full_moment():

@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
+import tnlib  # noqa: E402
 import tnlib_torch as tt  # noqa: E402
 from tnlib_torch.compression.costs import ChainCosts  # noqa: E402
 from tnlib_torch.compression.policies import (  # noqa: E402
@@ -291,13 +292,17 @@ def test_the_cp_budget_fits_a_ladder_of_ranks_and_meets_the_budget():
     # the ladder of the 16x16x3x3 "same": geometric from 1 to 60, the largest rank whose factors are smaller
     ladder = CPStructure(model.same, {"seed": 0, "max_iter": 10}).candidates()
     largest = min(16 * 16 * 9 // 16, (16 * 16 * 9 - 1) // (16 + 16 + 3 + 3))
-    assert largest == 60 and [r for (r,) in ladder.ranks] == [1, 2, 3, 6, 10, 19, 33, 60]
-    errors = [tt.CPConv2d.from_conv(model.same, r, seed=0, max_iter=10).info.rel_error ** 2 for (r,) in ladder.ranks]
-    np.testing.assert_allclose(ladder.errors, errors, rtol=1e-12)
+    ranks = [r for (r,) in ladder.ranks]
+    assert largest == 60 and ranks == [1, 2, 3, 4, 6, 9, 14, 20, 29, 41, 60]
+    # the candidates are the warm-started ladder's fits (fit's max_iter bounds each rung), errors never increasing
+    rungs = tnlib.cp_ladder(model.same.weight.detach().double(), ranks, sweeps=10, seed=0, labels="oihw")
+    np.testing.assert_allclose(ladder.errors, [rung.info.rel_error ** 2 for rung in rungs], rtol=1e-10)
+    assert np.all(np.diff(ladder.errors) <= 1e-12)
     small, report = tt.compress(model, "cp", budget=0.5, include=["same", "mix"], fit={"max_iter": 10}, seed=0)
-    # rank R of "same" costs 16 R + 3 R + 3 R + 16 R + 16 (depthwise spatial stages); 19 is the largest that fits
-    # beside the dense "mix" (408) under half of 2320 + 408, and beats every SVD rank of "mix" that would fit
-    assert (report.layers["same"].ranks, report.layers["same"].params_after) == ((19,), 38 * 19 + 16)
+    # rank R of "same" costs 16 R + 3 R + 3 R + 16 R + 16 (depthwise spatial stages); 20 is the largest rung that
+    # fits beside the dense "mix" (408) under half of 2320 + 408, and beats every SVD rank of "mix" that would fit
+    assert (report.layers["same"].ranks, report.layers["same"].params_after) == ((20,), 38 * 20 + 16)
+    assert report.layers["same"].rel_error ** 2 <= ladder.errors[ranks.index(20)] + 1e-12  # continued from its rung
     assert report.layers["mix"].structure == "Conv2d" and type(small.mix) is nn.Conv2d
     assert sum(layer.params_after for layer in report.layers.values()) <= 0.5 * (16 * 16 * 9 + 16 + 16 * 24 + 24)
 

@@ -75,6 +75,21 @@ def check_rank(rank: Any, shape: Sequence[int], name: str = "rank") -> int:
     return rank
 
 
+def check_real_tensor(tensor: Any, caller: str) -> Array:
+    """The tensor of a CP fit: an array of order at least 2 with real entries (``caller`` names the function)."""
+    x = check_array(tensor, "tensor", min_ndim=2)
+    if B.is_complex(x):
+        raise TypeError(f"tensor must be real for {caller} (float32 or float64), got {B.dtype_name(x)}")
+    return x
+
+
+def metric_space(x: Array, labels: Any, metric: Any) -> tuple[Metric | None, str | None]:
+    """The checked metric of a CP fit of ``x`` (``None`` without one) and the labels it is keyed by."""
+    names = None if labels is None and metric is None else resolve_labels(labels, x.ndim)
+    structure = "cp (every mode apart from the others)"
+    return Metric.build(metric, names, x, partial(check_single_labels, labels=names, structure=structure)), names
+
+
 def _random_columns(rng: np.random.Generator, rows: int, cols: int, like: Array) -> Array:
     return B.from_numpy(rng.standard_normal((rows, cols)), like)
 
@@ -213,9 +228,7 @@ def cp(
     >>> model.converged, model.rel_error(t) < 1e-8
     (True, True)
     """
-    x = check_array(tensor, "tensor", min_ndim=2)
-    if B.is_complex(x):
-        raise TypeError(f"tensor must be real for cp (float32 or float64), got {B.dtype_name(x)}")
+    x = check_real_tensor(tensor, "cp")
     rank = check_rank(rank, x.shape)
     check_choice(method, "method", CP_METHODS)
     max_iter = check_nonnegative_int(max_iter, "max_iter")
@@ -227,9 +240,7 @@ def cp(
     if method != "als" and ridge:
         raise ValueError(f"ridge applies to method='als' only, got ridge={ridge} with method={method!r}")
     dtype = B.dtype_name(x)
-    names = None if labels is None and metric is None else resolve_labels(labels, x.ndim)
-    structure = "cp (every mode apart from the others)"
-    space = Metric.build(metric, names, x, partial(check_single_labels, labels=names, structure=structure))
+    space, names = metric_space(x, labels, metric)
     if space is not None:
         init = _warm_start_to_metric_space(init, x, space, names)
         x = space.to_metric_space(x)

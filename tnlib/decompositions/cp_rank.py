@@ -15,11 +15,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import autoray as ar
 import numpy as np
 
 from tnlib._validation import check_array, check_fraction, check_seed
-from tnlib.decompositions.cp import _initial_model, check_rank, cp
+from tnlib.decompositions.cp import check_rank, cp
+from tnlib.decompositions.cp_ladder import _padded
 from tnlib.decompositions.cp_tensor import CPTensor
 
 Array = Any
@@ -46,13 +46,6 @@ class CPRankSearch:
     rank: int
     reached: bool
     curve: dict[int, float] = field(default_factory=dict)
-
-
-def _padded(x: Array, model: CPTensor, rank: int, rng: np.random.Generator) -> CPTensor:
-    """``model`` plus ``rank - model.rank`` components initialized on its residual."""
-    weights, factors = _initial_model(x - model.to_dense(), rank - model.rank, "svd", rng)
-    return CPTensor(ar.do("concatenate", (model.weights, weights)),
-                    [ar.do("concatenate", (a, b), axis=1) for a, b in zip(model.factors, factors)])
 
 
 def cp_rank(

@@ -10,6 +10,10 @@
 - :mod:`~tnlib_torch.compression.compress`: :func:`compress` and :func:`compress_`;
 - :mod:`~tnlib_torch.compression.calibration`: :func:`input_moments` (the data metric of each
   layer) and :func:`recalibrate_batchnorm`;
+- :mod:`~tnlib_torch.compression.sensitivity`: :func:`layer_sensitivities`, the weight of each
+  layer's output error in the loss; :mod:`~tnlib_torch.compression.calibrated`: what a calibrated
+  ``compress`` collects before it changes the model;
+- :mod:`~tnlib_torch.compression.refine`: :func:`refine_`, sequential error correction;
 - :mod:`~tnlib_torch.compression.report`: :class:`CompressionReport` and :class:`LayerCompression`
   (also :data:`LayerReport`), the one record of a compressed layer.
 
@@ -19,7 +23,9 @@ It builds on :mod:`tnlib_torch.layers`; nothing here imports the study or the zo
 from tnlib_torch.compression.accounting import MAC_RULES, LayerCost, count_macs, count_params, layer_costs
 from tnlib_torch.compression.calibration import DEFAULT_MAX_FULL, LayerMoments, input_moments, recalibrate_batchnorm
 from tnlib_torch.compression.compress import BUDGET_ON, METHODS, SIZE_KEYWORDS, compress, compress_
+from tnlib_torch.compression.refine import LayerRefinement, refine_
 from tnlib_torch.compression.report import CompressionReport, LayerCompression
+from tnlib_torch.compression.sensitivity import layer_sensitivities
 from tnlib_torch.compression.surgery import (
     SUPPORTED_MODULES,
     LayerReport,
@@ -39,6 +45,7 @@ __all__ = [
     "LayerCompression",
     "LayerCost",
     "LayerMoments",
+    "LayerRefinement",
     "LayerReport",
     "compress",
     "compress_",
@@ -46,7 +53,9 @@ __all__ = [
     "count_params",
     "input_moments",
     "layer_costs",
+    "layer_sensitivities",
     "recalibrate_batchnorm",
+    "refine_",
     "select_convs",
     "truncate_conv_",
     "truncate_model_",

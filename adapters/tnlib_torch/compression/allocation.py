@@ -13,9 +13,16 @@ convex, decreasing function of its cost (as the tails of a singular spectrum
 are), this greedy choice is optimal up to the granularity of one rank step.
 
 Relative errors make layers of different norms comparable; minimizing their
-sum treats every layer as equally important.  :func:`select_by_score` does not
-assume it: it allocates from a measured score of the whole model (such as its
-accuracy) with each layer compressed alone.
+sum treats every layer as equally important, and weighting them (errors scaled
+by a layer's sensitivity before the allocation) does not.
+:func:`select_by_score` assumes neither: it allocates from a measured score of
+the whole model (such as its accuracy) with each layer compressed alone.
+
+Two guards keep a greedy allocation from starving a layer: ``floor`` (no layer
+below that fraction of its own dense cost, when the budget allows it), and
+:func:`allocate_uniformly`, the allocation it generalizes (every layer at the
+same fraction of its cost), against which a budget policy checks its choice on
+the same objective.
 """
 
 from __future__ import annotations
@@ -68,10 +75,18 @@ def efficient_frontier(layer_options: Sequence[Option]) -> list[Option]:
     return hull[::-1]
 
 
-def allocate(options: Mapping[str, Sequence[Option]], budget: float) -> dict[str, Option]:
+def total_error(chosen: Mapping[str, Option]) -> float:
+    """The objective of an allocation: the sum of its options' errors."""
+    return sum(option.error for option in chosen.values())
+
+
+def allocate(options: Mapping[str, Sequence[Option]], budget: float, floor: float = 0.0) -> dict[str, Option]:
     """One option per layer with total cost at most ``budget`` and a small total error (see module docs).
 
-    Only the options on each layer's :func:`efficient_frontier` are used.
+    Only the options on each layer's :func:`efficient_frontier` are used.  With ``floor`` in
+    ``[0, 1)``, a layer's options cheaper than ``floor`` times its costliest option (its dense
+    form) are left out, unless that leaves the layer no option or the budget unreachable (then
+    the floor is dropped for every layer).
 
     Raises
     ------
@@ -81,11 +96,18 @@ def allocate(options: Mapping[str, Sequence[Option]], budget: float) -> dict[str
     """
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < math.inf:
         raise ValueError(f"budget must be a finite number >= 0, got {budget!r}")
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < 1:
+        raise ValueError(f"floor must be a fraction in [0, 1), got {floor!r}")
     frontiers = {}
     for name, layer_options in options.items():
         if not layer_options:
             raise ValueError(f"options: layer {name!r} has no option")
         frontiers[name] = efficient_frontier(layer_options)
+    if floor > 0:
+        floored = {name: [o for o in frontier if o.cost >= floor * frontier[0].cost] or frontier
+                   for name, frontier in frontiers.items()}
+        if sum(frontier[-1].cost for frontier in floored.values()) <= budget:
+            frontiers = floored
     cheapest = sum(frontier[-1].cost for frontier in frontiers.values())
     if cheapest > budget:
         raise ValueError(f"budget {budget:g} is below the cheapest allocation ({cheapest:g}): even the smallest "
@@ -118,6 +140,22 @@ def allocate(options: Mapping[str, Sequence[Option]], budget: float) -> dict[str
         _, name, j = max(upgrades)
         total += frontiers[name][j].cost - frontiers[name][position[name]].cost
         position[name] = j
+
+
+def allocate_uniformly(options: Mapping[str, Sequence[Option]], fraction: float) -> dict[str, Option] | None:
+    """Every layer at its most accurate option costing at most ``fraction`` of its dense cost.
+
+    The dense cost is a layer's costliest option.  ``None`` when some layer has no option that
+    cheap (the uniform allocation does not exist at this fraction).
+    """
+    chosen = {}
+    for name, layer_options in options.items():
+        dense = max(o.cost for o in layer_options)
+        affordable = [o for o in layer_options if o.cost <= fraction * dense]
+        if not affordable:
+            return None
+        chosen[name] = min(affordable, key=lambda o: (o.error, o.cost))
+    return chosen
 
 
 def select_by_score(scored: Mapping[str, Sequence[tuple[Option, float]]], budget: float) -> dict[str, Option]:

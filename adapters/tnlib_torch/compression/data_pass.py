@@ -20,7 +20,8 @@ from torch import nn
 from tnlib._validation import describe
 from tnlib_torch._checks import check_count
 
-__all__ = ["batch_input", "evaluation_mode", "input_batches", "layer_tracker", "model_device", "run_on_data"]
+__all__ = ["batch_input", "evaluation_mode", "input_batches", "layer_tracker", "model_device", "on_device",
+           "run_on_data"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -60,9 +61,20 @@ def batch_input(batch: Any, index: int) -> torch.Tensor:
         raise TypeError(f"data: the inputs of batch {index} must be floating-point, got {x.dtype}")
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"data: batch {index} has no sample (shape {tuple(x.shape)})")
+    if x.is_meta:
+        raise ValueError(f"data: the inputs of batch {index} lie on the meta device, which holds no values")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"data: the inputs of batch {index} have NaN or infinite entries")
     return x
+
+
+def on_device(x: torch.Tensor, device: torch.device, index: int) -> torch.Tensor:
+    """A batch's inputs on the model's ``device``: moved from the CPU (as a ``DataLoader`` yields them),
+    refused from another accelerator (e.g. CUDA inputs for a model on the CPU)."""
+    if x.device != device and x.device.type != "cpu":
+        raise ValueError(f"data: the inputs of batch {index} lie on {x.device}, the model on {device}; "
+                         "give the data on the model's device or on the CPU")
+    return x.to(device)
 
 
 def run_on_data(model: nn.Module, batches: Iterable[Any], samples: int | None, device: torch.device) -> int:
@@ -73,7 +85,7 @@ def run_on_data(model: nn.Module, batches: Iterable[Any], samples: int | None, d
             x = batch_input(batch, index)
             if samples is not None:
                 x = x[: samples - seen]
-            x = x.to(device)
+            x = on_device(x, device, index)
             entered.clear()
             try:
                 model(x)

@@ -8,8 +8,10 @@ and maps the selected layers to their :class:`Replacement`:
   for ``"truncate"``, every kernel truncated in place with them
   (:class:`TruncationPolicy`);
 * :class:`BudgetPolicy`: the candidates of every layer, costed exactly, with
-  error estimates from the spectra, allocated under the budget
-  (:func:`tnlib_torch.compression.allocation.allocate`);
+  error estimates from the spectra (in the data metric and weighted by each
+  layer's sensitivity when calibrated), allocated under the budget
+  (:func:`tnlib_torch.compression.allocation.allocate`, with a floor), and
+  checked against the uniform allocation on the same objective;
 * :class:`AccuracyPolicy`: the candidates scored one layer at a time by the
   caller's ``evaluate``, then :func:`tnlib_torch.compression.allocation.select_by_score`.
 """
@@ -27,13 +29,25 @@ from torch import nn
 
 from tnlib import TruncationInfo
 from tnlib_torch.compression.accounting import count_params, macs_of, run_with_hooks
-from tnlib_torch.compression.allocation import Option, allocate, efficient_frontier, select_by_score
+from tnlib_torch.compression.allocation import (
+    Option,
+    allocate,
+    allocate_uniformly,
+    efficient_frontier,
+    select_by_score,
+    total_error,
+)
+from tnlib_torch.compression.calibrated import LayerData
 from tnlib_torch.compression.costs import ChainCosts
 from tnlib_torch.compression.request import CompressRequest
 from tnlib_torch.compression.structures import LinearStructure, Structure, SVDStructure, structure_of
 from tnlib_torch.compression.surgery import truncated_kernel
 
-__all__ = ["AccuracyPolicy", "BudgetPolicy", "FixedPolicy", "Policy", "Replacement", "TruncationPolicy",
+#: A budget keeps every layer at this share of the budget's fraction of its own cost, at least, when it can:
+#: at budget 0.25 no layer falls below 12.5% of its parameters (:func:`allocate`'s ``floor``).
+FLOOR_SHARE = 0.5
+
+__all__ = ["FLOOR_SHARE", "AccuracyPolicy", "BudgetPolicy", "FixedPolicy", "Policy", "Replacement", "TruncationPolicy",
            "install", "naming", "policy_for"]
 
 
@@ -57,12 +71,13 @@ class Policy(Protocol):
         """The replacement of each selected layer of ``model``, by name; ``model`` is left as it was."""
 
 
-def policy_for(request: CompressRequest, costs_before: dict | None) -> Policy:
-    """The policy of a checked request; ``costs_before`` are the model's layer costs (for MACs), or None."""
+def policy_for(request: CompressRequest, costs_before: dict | None, data: LayerData | None = None) -> Policy:
+    """The policy of a checked request; ``costs_before`` are the model's layer costs (for MACs), or None;
+    ``data`` the calibration of the selected layers, or None."""
     if request.method == "truncate":
         return TruncationPolicy(request)
     kinds = {"fixed": FixedPolicy, "budget": BudgetPolicy, "accuracy": AccuracyPolicy}
-    return kinds[request.policy](request, costs_before)
+    return kinds[request.policy](request, costs_before, data)
 
 
 @contextmanager
@@ -115,14 +130,16 @@ class _StructuredPolicy:
 
     request: CompressRequest
     costs_before: dict | None = None
+    data: LayerData | None = None
     scores: dict[str, Any] = field(default_factory=dict)
 
     def choose(self, model: nn.Module, selected: dict[str, nn.Module]) -> dict[str, Replacement]:
         r = self.request
         structures = {}
         for name, layer in selected.items():
+            moments = None if self.data is None else self.data.moments[name]
             with naming(name):
-                structures[name] = structure_of(layer, r.method, r.fit, r.cut, r.order)
+                structures[name] = structure_of(layer, r.method, r.fit, r.cut, r.order, moments)
         return self.replacements(model, structures)
 
     def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
@@ -168,11 +185,29 @@ class FixedPolicy(_StructuredPolicy):
 
 
 class BudgetPolicy(_StructuredPolicy):
-    """The candidates allocated under the budget from their exact costs and estimated errors."""
+    """The candidates allocated under the budget from their exact costs and estimated errors.
+
+    The objective is ``sum_l w_l e_l**2``: ``e_l`` each layer's relative error (of its outputs on
+    the calibration data when calibrated, else of its kernel) and ``w_l`` its sensitivity (1
+    without one).  The greedy allocation, with every layer kept at :data:`FLOOR_SHARE` of the
+    budget's fraction at least, is compared with the uniform one (every layer at the budget's
+    fraction of its own cost) on that objective, and the better is built; ``scores["allocation"]``
+    records both objectives, the choice and the weights.
+    """
 
     def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
-        options = self.options(model, structures)
-        return _built(structures, allocate(options, self.request.budget * _dense_cost(options)))
+        weights = None if self.data is None else self.data.weights
+        options = {name: layer_options if weights is None else
+                   [Option(o.ranks, o.cost, o.error * weights[name]) for o in layer_options]
+                   for name, layer_options in self.options(model, structures).items()}
+        fraction = self.request.budget
+        greedy = allocate(options, fraction * _dense_cost(options), floor=FLOOR_SHARE * fraction)
+        uniform = allocate_uniformly(options, fraction)
+        better = uniform is not None and total_error(uniform) < total_error(greedy)
+        self.scores["allocation"] = {
+            "chosen": "uniform" if better else "greedy", "greedy": total_error(greedy),
+            "uniform": None if uniform is None else total_error(uniform), "weights": weights}
+        return _built(structures, uniform if better else greedy)
 
 
 class AccuracyPolicy(_StructuredPolicy):

@@ -55,6 +55,13 @@ class LayerCompression:
         Why a layer was kept dense, else ``""``.
     info
         The :class:`tnlib.TruncationInfo` of a truncation in place, else ``None``.
+    output_error
+        With calibration: ``||W - W~||_M / ||W||_M``, the relative error of the layer's outputs
+        (bias excluded) on the calibration inputs the original network gives it, from their
+        second moment ``M`` (:func:`tnlib_torch.compression.calibrated.output_error`); else ``None``.
+    refined_error
+        With ``refine``: the relative error of the layer's outputs in the compressed network (its
+        own inputs) against the original network's, bias included, after the refinement; else ``None``.
     """
 
     name: str
@@ -72,6 +79,8 @@ class LayerCompression:
     factored_params: int | None = None
     note: str = ""
     info: TruncationInfo | None = None
+    output_error: float | None = None
+    refined_error: float | None = None
 
     @property
     def params(self) -> int:
@@ -146,6 +155,11 @@ class CompressionReport:
     scores
         With the accuracy policy, ``{name: [(ranks, params or MACs, score), ...]}``
         of every evaluated candidate, plus ``"baseline"``, the uncompressed model's score.
+        With the budget policy, ``"allocation"``: the greedy and the uniform allocations'
+        objectives, which was built, and the layers' sensitivity weights (``None`` without).
+    calibration
+        With calibration data: ``samples`` (how many were read), ``sensitivity``, ``refine``, and
+        ``seconds`` per pass (``moments``, ``sensitivity``, ``refine``, ``batchnorm``); else ``None``.
     """
 
     method: str
@@ -159,6 +173,7 @@ class CompressionReport:
     budget: float | None = None
     budget_on: str | None = None
     scores: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
 
     @property
     def param_ratio(self) -> float:
@@ -180,14 +195,18 @@ class CompressionReport:
 
     def table(self) -> str:
         """The report as a plain-text table, one row per layer and a total."""
-        rows = [("layer", "structure", "ranks", "params", "MACs", "rel_error", "norm_loss")]
+        calibrated = self.calibration is not None
+        refined = any(layer.refined_error is not None for layer in self.layers.values())
+        rows = [("layer", "structure", "ranks", "params", "MACs", "rel_error", "norm_loss")
+                + ("output_error",) * calibrated + ("refined_error",) * refined]
         for layer in self.layers.values():
             rows.append((layer.name, layer.structure, ",".join(map(str, layer.ranks)) or "-",
                          _change(layer.params_before, layer.params_after),
                          _change(layer.macs_before, layer.macs_after),
-                         f"{layer.rel_error:.4f}", f"{layer.norm_loss:.4f}"))
+                         f"{layer.rel_error:.4f}", f"{layer.norm_loss:.4f}")
+                        + (_number(layer.output_error),) * calibrated + (_number(layer.refined_error),) * refined)
         rows.append(("model", "", "", _change(self.params_before, self.params_after),
-                     _change(self.macs_before, self.macs_after), "", ""))
+                     _change(self.macs_before, self.macs_after), "", "") + ("",) * (calibrated + refined))
         widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "-" * len(lines[0]))
@@ -199,6 +218,10 @@ class CompressionReport:
 
     def __str__(self) -> str:
         return self.table()
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _change(before: int | None, after: int | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from tnlib._validation import check_seed
+from tnlib._validation import check_choice, check_seed
 from tnlib_torch._checks import check_bool, check_count
 
 #: The compression methods.
@@ -22,8 +22,25 @@ METHODS = ("tucker2", "cp", "mps", "svd", "truncate")
 SIZE_KEYWORDS = {"tucker2": "ranks", "cp": "rank", "mps": "max_bond", "svd": "max_rank", "truncate": "max_rank"}
 #: What a budget counts.
 BUDGET_ON = ("params", "macs")
+#: How a calibrated budget weighs each layer's output error (:mod:`tnlib_torch.compression.sensitivity`).
+SENSITIVITIES = ("fisher", "measured", "none")
 #: The methods that take each structure option.
 _OPTION_METHODS = {"cutoff": ("tucker2", "mps", "svd", "truncate"), "cut": ("svd", "truncate"), "order": ("mps",)}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration of one :func:`tnlib_torch.compress_` call: its data and what to do with it.
+
+    ``data`` is the caller's (a tensor of inputs, or an iterable of input batches or
+    ``(input, target)`` pairs), read at most ``samples`` samples per pass; ``refine`` asks for the
+    sequential error correction, ``sensitivity`` for the weights of a budget's layers.
+    """
+
+    data: Any
+    samples: int | None = None
+    refine: bool = False
+    sensitivity: str = "none"
 
 
 @dataclass(frozen=True)
@@ -47,12 +64,17 @@ class CompressRequest:
     evaluate: Callable[[nn.Module], float] | None = None
     fractions: tuple[float, ...] = ()
     input_size: tuple[int, ...] | None = None
+    calibration: Calibration | None = None
 
 
 def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options: dict[str, Any], fit: Any,
                   seed: Any, linear: Any, budget: Any, budget_on: Any, evaluate: Any, eval_points: Any,
-                  input_size: Any) -> CompressRequest:
-    """The arguments of :func:`tnlib_torch.compress_` checked, with messages naming them."""
+                  input_size: Any, calibration: Mapping[str, Any] | None = None) -> CompressRequest:
+    """The arguments of :func:`tnlib_torch.compress_` checked, with messages naming them.
+
+    ``calibration`` holds ``compress_``'s ``calibration``, ``calibration_samples``, ``refine`` and
+    ``sensitivity`` under the keys ``data``, ``samples``, ``refine`` and ``sensitivity``.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
     size = _checked_sizes(method, sizes)
@@ -68,7 +90,8 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
         raise ValueError(f"budget_on must be one of {', '.join(map(repr, BUDGET_ON))}; got {budget_on!r}")
     common = dict(method=method, size=size, rel_error=rel_error, cutoff=options["cutoff"],
                   cut=options["cut"] or "o|ihw", order=options["order"] or "ihwo", fit=fit, linear=linear,
-                  budget_on=budget_on, input_size=None if input_size is None else tuple(input_size))
+                  budget_on=budget_on, input_size=None if input_size is None else tuple(input_size),
+                  calibration=_checked_calibration(method, calibration or {}))
     criteria = [name for name, value in ((SIZE_KEYWORDS[method], size), ("rel_error", rel_error),
                                          ("cutoff", options["cutoff"])) if value is not None]
     if budget is None:
@@ -83,6 +106,25 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
     fractions = np.linspace(0.1, 0.9, eval_points) if eval_points > 1 else np.array([0.5])
     return CompressRequest(policy="accuracy", budget=float(budget), evaluate=evaluate,
                            fractions=tuple(fractions.tolist()), **common)
+
+
+def _checked_calibration(method: str, given: Mapping[str, Any]) -> Calibration | None:
+    """The calibration asked for, or ``None``; options that need data are refused without it."""
+    data, samples = given.get("data"), given.get("samples")
+    refine, sensitivity = given.get("refine", False), given.get("sensitivity", "none")
+    check_bool(refine, "refine")
+    check_choice(sensitivity, "sensitivity", SENSITIVITIES)
+    if data is None:
+        needing = [name for name, value, default in (("calibration_samples", samples, None), ("refine", refine, False),
+                                                     ("sensitivity", sensitivity, "none")) if value != default]
+        if needing:
+            raise ValueError(f"{', '.join(needing)} need calibration data: give calibration=")
+        return None
+    if method == "truncate":
+        raise ValueError("calibration is for the factorized methods ('tucker2', 'cp', 'mps', 'svd'); method "
+                         "'truncate' truncates kernels in place along cuts, in the kernel norm")
+    samples = None if samples is None else check_count(samples, "calibration_samples")
+    return Calibration(data, samples, refine, sensitivity)
 
 
 def _checked_sizes(method: str, sizes: dict[str, Any]) -> Any:

@@ -18,6 +18,13 @@ their singular values ``s_(g,c,k)`` across ``c``:
   TT-SVD bound of Oseledets (2011);
 * CP at rank ``R``: the error of a fit at ``R``, measured, since no spectrum
   bounds it.
+
+With calibration moments (:class:`tnlib_torch.LayerMoments`) every norm above is the layer's data
+metric (:mod:`tnlib.metric`): the spectra, the tails, the errors and the fits are those of the
+layer's outputs on the calibration data (bias excluded), ``||W - W~||_M / ||W||_M``.  The metric
+has the form the structure leaves whole (:meth:`LayerMoments.metric`): ``{"ihw"}`` across
+``o|ihw`` (an SVD split, exact), ``{"i", "hw"}`` for Tucker-2, one matrix per label for an MPS,
+CP and an SVD along another cut (the Kronecker-factored moment).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from torch import nn
 
 import tnlib
 from tnlib.truncation import tail_weights
+from tnlib_torch.compression.calibration import LayerMoments
 from tnlib_torch.layers.chain import FactorizedModule
 from tnlib_torch.layers.cp import CPConv2d
 from tnlib_torch.layers.factorized import MPSConv2d, Tucker2Conv2d
@@ -43,8 +51,14 @@ from tnlib_torch.layers.svd import SVDConv2d, SVDLinear
 
 #: The most values a grid of candidate ranks takes per mode or bond (Tucker-2, MPS).
 GRID_POINTS = {"tucker2": 48, "mps": 12}
-#: The most CP ranks fitted as budget candidates (a geometric ladder).
-CP_LADDER = 8
+#: Tucker-2 candidates keep the fractions ``r_o / (out/G)`` and ``r_i / (in/G)`` of their two modes within this
+#: factor of each other: the HOSVD bound sums the two modes' tails as if they were independent, and trusted
+#: alone it drives a budget to pairs such as ``(43, 5)`` of 64 channels that starve one side of the core.
+TUCKER2_BALANCE = 4.0
+#: The most CP ranks fitted as budget candidates (a geometric ladder, warm-started: :func:`tnlib.cp_ladder`).
+CP_LADDER = 12
+#: The iterations per rung of the candidates' ladder, and of the fit of the chosen rank from its rung.
+CP_SWEEPS = 25
 
 
 @dataclass(frozen=True)
@@ -63,16 +77,21 @@ def rank_grid(full: int, points: int) -> np.ndarray:
     return np.unique(np.linspace(1, full, points).round().astype(int))
 
 
-def relative_tails(kernels: torch.Tensor, labels: str, cuts: Sequence[str]) -> dict[str, np.ndarray]:
-    """``t_c(r)`` for ``r = 0..min(matrix shape)`` of each cut ``c``; ``kernels`` holds the groups along axis 0."""
-    tails = {cut: 0.0 for cut in cuts}
-    for kernel in kernels.to(torch.float64):
-        for cut, spectrum in tnlib.spectra(kernel, labels, cuts=list(cuts)).items():
+def relative_tails(kernels: torch.Tensor, labels: str, cuts: Sequence[str],
+                   metrics: Sequence[Mapping[str, Any]] | None = None) -> dict[str, np.ndarray]:
+    """``t_c(r)`` for ``r = 0..min(matrix shape)`` of each cut ``c``; ``kernels`` holds the groups along axis 0.
+
+    With ``metrics`` (one per group) the singular values and the total are in each group's metric.
+    """
+    tails, total = {cut: 0.0 for cut in cuts}, 0.0
+    for g, kernel in enumerate(kernels.to(torch.float64)):
+        metric = None if metrics is None else metrics[g]
+        for cut, spectrum in tnlib.spectra(kernel, labels, cuts=list(cuts), metric=metric).items():
             full = min(spectrum.matrix_shape)
             squares = np.zeros(full)
             squares[: spectrum.singular_values.size] = spectrum.singular_values**2
             tails[cut] = tails[cut] + tail_weights(squares)
-    total = float(torch.linalg.vector_norm(kernels.to(torch.float64))) ** 2
+        total += float(squares.sum())  # every cut's singular values square-sum to ||K_g||**2 (in the metric)
     return {cut: tail / total if total > 0 else np.zeros_like(tail) for cut, tail in tails.items()}
 
 
@@ -84,11 +103,25 @@ def split_candidates(tails: np.ndarray, first: int, last: int) -> Candidates:
 
 
 class Structure(ABC):
-    """One trained layer under one method (see the module docs)."""
+    """One trained layer under one method (see the module docs), in the data metric of ``moments`` if given."""
 
-    def __init__(self, layer: nn.Module, fit: Mapping[str, Any]) -> None:
-        self.layer, self.fit = layer, dict(fit)
+    #: The form of the data metric the structure takes (:meth:`LayerMoments.metric`).
+    metric_kind = "svd"
+
+    def __init__(self, layer: nn.Module, fit: Mapping[str, Any], moments: LayerMoments | None = None) -> None:
+        self.layer, self.fit, self.moments = layer, dict(fit), moments
         self._built: dict[tuple[int, ...], nn.Module] = {}
+
+    @property
+    def metrics(self) -> list[dict[str, np.ndarray]] | None:
+        """One data metric per group, in the structure's form; ``None`` without moments."""
+        if self.moments is None:
+            return None
+        return [self.moments.metric(self.metric_kind, g) for g in range(self.moments.groups)]
+
+    def fitted(self) -> dict[str, Any]:
+        """The keywords of every fit: the method's ``fit`` and, with moments, ``metric``."""
+        return self.fit if self.moments is None else {**self.fit, "metric": self.metrics}
 
     def at(self, ranks: tuple[int, ...]) -> nn.Module:
         """:meth:`build` at ``ranks``, fitted once: a second request gets the same layer."""
@@ -116,8 +149,8 @@ class Structure(ABC):
 class ConvStructure(Structure):
     """A structure of an ``nn.Conv2d``: its geometry and group kernels."""
 
-    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any]) -> None:
-        super().__init__(layer, fit)
+    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], moments: LayerMoments | None = None) -> None:
+        super().__init__(layer, fit, moments)
         self.geometry = ConvGeometry.of(layer)
         self.kernels = self.geometry.group_kernels(layer.weight.detach())
         self.bias = layer.bias is not None
@@ -129,22 +162,24 @@ class ConvStructure(Structure):
 class SVDStructure(ConvStructure):
     """:class:`SVDConv2d` along ``cut`` (any cut splits a 1x1 conv into two 1x1 convs)."""
 
-    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], cut: str) -> None:
-        super().__init__(layer, fit)
+    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], cut: str, moments: LayerMoments | None = None) -> None:
+        super().__init__(layer, fit, moments)
         self.cut = cut
+        self.metric_kind = "svd" if tnlib.Cut(cut) == "o|ihw" else "mps"  # another cut splits "ihw"
 
     def meta(self) -> FactorizedModule:
         return SVDConv2d(**self.meta_kwargs(), rank=1, cut=self.cut)
 
     def candidates(self) -> Candidates:
         out_g, in_g = self.geometry.group_shape[:2]
-        return split_candidates(relative_tails(self.kernels, "oihw", [self.cut])[self.cut], in_g, out_g)
+        tails = relative_tails(self.kernels, "oihw", [self.cut], self.metrics)[self.cut]
+        return split_candidates(tails, in_g, out_g)
 
     def fixed(self, size: Any, rel_error: float | None, cutoff: float | None) -> nn.Module:
-        return SVDConv2d.from_conv(self.layer, self.cut, size, rel_error, cutoff, **self.fit)
+        return SVDConv2d.from_conv(self.layer, self.cut, size, rel_error, cutoff, **self.fitted())
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
-        return SVDConv2d.from_conv(self.layer, self.cut, max_rank=ranks[0], **self.fit)
+        return SVDConv2d.from_conv(self.layer, self.cut, max_rank=ranks[0], **self.fitted())
 
 
 class LinearStructure(Structure):
@@ -156,31 +191,42 @@ class LinearStructure(Structure):
 
     def candidates(self) -> Candidates:
         out, features = self.layer.weight.shape
-        return split_candidates(relative_tails(self.layer.weight.detach()[None], "oi", ["o|i"])["o|i"], features, out)
+        tails = relative_tails(self.layer.weight.detach()[None], "oi", ["o|i"], self.metrics)["o|i"]
+        return split_candidates(tails, features, out)
 
     def fixed(self, size: Any, rel_error: float | None, cutoff: float | None) -> nn.Module:
-        return SVDLinear.from_linear(self.layer, size, rel_error, cutoff, **self.fit)
+        return SVDLinear.from_linear(self.layer, size, rel_error, cutoff, **self._linear_fit())
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
-        return SVDLinear.from_linear(self.layer, max_rank=ranks[0], **self.fit)
+        return SVDLinear.from_linear(self.layer, max_rank=ranks[0], **self._linear_fit())
+
+    def _linear_fit(self) -> dict[str, Any]:
+        """A linear layer has one group: its metric is one mapping."""
+        fit = self.fitted()
+        return fit if self.moments is None else {**fit, "metric": fit["metric"][0]}
 
 
 class Tucker2Structure(ConvStructure):
     """:class:`Tucker2Conv2d`; a ``seed`` in ``fit`` is dropped (ST-HOSVD, HOSVD and HOOI draw nothing)."""
 
-    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any]) -> None:
-        super().__init__(layer, {key: value for key, value in fit.items() if key != "seed"})
+    metric_kind = "tucker2"
+
+    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], moments: LayerMoments | None = None) -> None:
+        super().__init__(layer, {key: value for key, value in fit.items() if key != "seed"}, moments)
 
     def meta(self) -> FactorizedModule:
         return Tucker2Conv2d(**self.meta_kwargs(), ranks=1)
 
     def candidates(self) -> Candidates:
-        """Rank pairs with ``r_o <= r_i kh kw`` and ``r_i <= r_o kh kw`` (a larger rank could not be used)."""
-        tails = relative_tails(self.kernels, "oihw", ["o|ihw", "i|ohw"])
+        """Rank pairs with ``r_o <= r_i kh kw`` and ``r_i <= r_o kh kw`` (a larger rank could not be used),
+        balanced: the modes' rank fractions within :data:`TUCKER2_BALANCE` of each other."""
+        tails = relative_tails(self.kernels, "oihw", ["o|ihw", "i|ohw"], self.metrics)
         out_g, in_g, kh, kw = self.geometry.group_shape
         grids = [rank_grid(tails[cut].size - 1, GRID_POINTS["tucker2"]) for cut in ("o|ihw", "i|ohw")]
         r_o, r_i = (a.ravel() for a in np.meshgrid(*grids, indexing="ij"))
-        usable = (r_o <= r_i * kh * kw) & (r_i <= r_o * kh * kw)
+        ratio = (r_o / out_g) / (r_i / in_g)
+        usable = (r_o <= r_i * kh * kw) & (r_i <= r_o * kh * kw) & (ratio <= TUCKER2_BALANCE)
+        usable &= ratio >= 1 / TUCKER2_BALANCE
         r_o, r_i = r_o[usable], r_i[usable]
         return Candidates(list(zip(r_o.tolist(), r_i.tolist())),
                           [np.full_like(r_o, in_g), r_i, r_o, np.full_like(r_o, out_g)],
@@ -188,17 +234,20 @@ class Tucker2Structure(ConvStructure):
 
     def fixed(self, size: Any, rel_error: float | None, cutoff: float | None) -> nn.Module:
         """``size``, an int or ``(R_o, R_i)``, caps the ranks: a mode smaller than its cap keeps its size."""
-        return Tucker2Conv2d.from_conv(self.layer, size, rel_error, cutoff, **self.fit)
+        return Tucker2Conv2d.from_conv(self.layer, size, rel_error, cutoff, **self.fitted())
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
-        return Tucker2Conv2d.from_conv(self.layer, ranks, **self.fit)
+        return Tucker2Conv2d.from_conv(self.layer, ranks, **self.fitted())
 
 
 class MPSStructure(ConvStructure):
     """:class:`MPSConv2d` in the site ``order``."""
 
-    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], order: str) -> None:
-        super().__init__(layer, fit)
+    metric_kind = "mps"
+
+    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], order: str, moments: LayerMoments | None = None
+                 ) -> None:
+        super().__init__(layer, fit, moments)
         self.order = order
 
     def meta(self) -> FactorizedModule:
@@ -207,7 +256,7 @@ class MPSStructure(ConvStructure):
     def candidates(self) -> Candidates:
         """Bond triples with ``b_(k+1) <= b_k d_(k+1)`` and ``b_k <= d_(k+1) b_(k+1)`` (no redundant bond)."""
         cuts = [f"{self.order[:k + 1]}|{self.order[k + 1:]}" for k in range(3)]
-        tails = relative_tails(self.kernels, "oihw", cuts)
+        tails = relative_tails(self.kernels, "oihw", cuts, self.metrics)
         sizes = dict(zip("oihw", self.geometry.group_shape))
         d = [sizes[label] for label in self.order]
         grids = [rank_grid(tails[cut].size - 1, GRID_POINTS["mps"]) for cut in cuts]
@@ -223,55 +272,84 @@ class MPSStructure(ConvStructure):
                           sum(tails[cut][bonds[:, k]] for k, cut in enumerate(cuts)))
 
     def fixed(self, size: Any, rel_error: float | None, cutoff: float | None) -> nn.Module:
-        return MPSConv2d.from_conv(self.layer, self.order, size, rel_error, cutoff, **self.fit)
+        return MPSConv2d.from_conv(self.layer, self.order, size, rel_error, cutoff, **self.fitted())
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
-        return MPSConv2d.from_conv(self.layer, self.order, list(ranks), **self.fit)
+        return MPSConv2d.from_conv(self.layer, self.order, list(ranks), **self.fitted())
 
 
 class CPStructure(ConvStructure):
     """:class:`CPConv2d`; its candidates are fits at a geometric ladder of ranks, kept for :meth:`at`."""
 
+    metric_kind = "cp"
+
+    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], moments: LayerMoments | None = None) -> None:
+        super().__init__(layer, fit, moments)
+        self._rungs: list[dict[int, tnlib.CPTensor]] = []  # per group, {rank: fit} of the candidates' ladder
+        #: Iterations per rung of the ladder and of the chosen rank's fit from its rung: ``fit``'s
+        #: ``max_iter`` when given (a bound on the work), else :data:`CP_SWEEPS`.
+        self.sweeps = int(self.fit.get("max_iter", CP_SWEEPS))
+
     def meta(self) -> FactorizedModule:
         return CPConv2d(**self.meta_kwargs(), rank=1)
 
     def candidates(self) -> Candidates:
-        """Ranks from 1 to the largest whose factors hold fewer weights than the dense kernel."""
+        """A geometric ladder of ranks from 1 to the largest whose factors hold fewer weights than the dense
+        kernel, fitted by :func:`tnlib.cp_ladder` (each rung warm-started from the one below, at most
+        :attr:`sweeps` iterations each); the errors are those of the fits, measured."""
         shape = self.geometry.group_shape
         largest = max(1, min(math.prod(shape) // max(shape), (math.prod(shape) - 1) // sum(shape)))
         ranks = np.unique(np.geomspace(1, largest, CP_LADDER).round().astype(int))
-        errors = np.array([self.at((int(r),)).info.rel_error ** 2 for r in ranks])
+        metrics = self.metrics or [None] * len(self.kernels)
+        ladder = {key: value for key, value in self.fit.items() if key in ("method", "tol", "seed")}
+        squared_errors, total = np.zeros(len(ranks)), 0.0
+        self._rungs.clear()
+        for kernel, metric in zip(self.kernels.to(torch.float64), metrics):
+            norm = float((tnlib.spectrum(kernel, "o|ihw", "oihw", metric=metric).singular_values ** 2).sum())
+            rungs = tnlib.cp_ladder(kernel, ranks.tolist(), sweeps=self.sweeps, labels="oihw", metric=metric, **ladder)
+            squared_errors += norm * np.array([rung.info.rel_error ** 2 for rung in rungs])
+            total += norm
+            self._rungs.append(dict(zip(ranks.tolist(), rungs)))
         out_g, in_g = shape[:2]
         return Candidates([(int(r),) for r in ranks], [np.full_like(ranks, in_g), ranks, ranks, ranks,
-                                                        np.full_like(ranks, out_g)], errors)
+                                                        np.full_like(ranks, out_g)],
+                          squared_errors / total if total > 0 else squared_errors)
 
     def fixed(self, size: Any, rel_error: float | None, cutoff: float | None) -> nn.Module:
         """At rank ``size`` (capped at the exact-decomposition bound); or, given only ``rel_error``, at the
-        largest rank :func:`tnlib.cp_rank` finds for a group."""
+        largest rank :func:`tnlib.cp_rank` finds for a group (searched in the kernel norm; the fit at that
+        rank is in the data metric when there is one)."""
         shape = self.geometry.group_shape
         if size is None:
             search = {key: value for key, value in self.fit.items() if key in ("method", "max_iter", "tol", "seed")}
             size = max(tnlib.cp_rank(kernel.to(torch.float64), rel_error, **search).rank for kernel in self.kernels)
-        return CPConv2d.from_conv(self.layer, min(size, math.prod(shape) // max(shape)), **self.fit)
+        return CPConv2d.from_conv(self.layer, min(size, math.prod(shape) // max(shape)), **self.fitted())
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
-        return CPConv2d.from_conv(self.layer, ranks[0], **self.fit)
+        """The fit at ``ranks[0]``: of one group, continued from its rung of :meth:`candidates` for
+        :attr:`sweeps` more iterations; else from the ``fit``'s own start."""
+        if len(self._rungs) == 1 and ranks[0] in self._rungs[0]:
+            start = {"init": self._rungs[0][ranks[0]], "max_iter": self.sweeps}
+            return CPConv2d.from_conv(self.layer, ranks[0], **{**self.fitted(), **start})
+        return CPConv2d.from_conv(self.layer, ranks[0], **self.fitted())
 
 
-def structure_of(layer: nn.Module, method: str, fit: Mapping[str, Any], cut: str, order: str) -> Structure:
+def structure_of(layer: nn.Module, method: str, fit: Mapping[str, Any], cut: str, order: str,
+                 moments: LayerMoments | None = None) -> Structure:
     """The structure a selected layer gets under ``method``: the method's, or the SVD split of a matrix.
 
     A 1x1 conv and an ``nn.Linear`` are matrices, whose best approximation by
     every method is their truncated SVD; their fit takes only the ``seed`` of
-    another method's ``fit`` (its randomized solver's).
+    another method's ``fit`` (its randomized solver's).  ``moments``, the
+    layer's calibration moments, make every fit and estimate data-aware.
     """
     matrix_fit = fit if method == "svd" else {key: value for key, value in fit.items() if key == "seed"}
     if isinstance(layer, nn.Linear):
-        return LinearStructure(layer, matrix_fit)
+        return LinearStructure(layer, matrix_fit, moments)
     if method == "svd":
-        return SVDStructure(layer, fit, cut)
+        return SVDStructure(layer, fit, cut, moments)
     if tuple(layer.kernel_size) == (1, 1):
-        return SVDStructure(layer, matrix_fit, "o|ihw")
+        return SVDStructure(layer, matrix_fit, "o|ihw", moments)
     if method == "mps":
-        return MPSStructure(layer, fit, order)
-    return {"tucker2": Tucker2Structure, "cp": CPStructure}[method](layer, fit)
+        return MPSStructure(layer, fit, order, moments)
+    return {"tucker2": Tucker2Structure, "cp": CPStructure}[method](layer, fit, moments)

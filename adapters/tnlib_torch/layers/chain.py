@@ -2,14 +2,15 @@
 
 Shared by every structure: the forward pass (the chain, an ``nn.Sequential``,
 so that the layers script and export), the initialization, the folding back to
-a dense ``nn.Conv2d``, and the fit of a trained conv group by group.
+a dense ``nn.Conv2d``, and the fit of a trained conv group by group, in the
+Frobenius norm of its kernel or in a data metric (:mod:`tnlib.metric`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from tnlib import TruncationInfo
+from tnlib._validation import describe
+from tnlib.metric import Metric
 from tnlib_torch.layers.geometry import ConvGeometry, fold
 from tnlib_torch.layers.reports import as_stored
 
@@ -33,9 +36,16 @@ ERROR_TIE = 1e-12
 FitReport = Any
 #: A group's fit: its ranks, the weights of its sub-layers (first to last) and the decomposition's report.
 Fit = tuple[tuple[int, ...], list[Tensor], FitReport]
-#: ``decompose(group_kernel, common_ranks) -> Fit``; ``common_ranks`` is None on the first pass (the
-#: caller's criteria apply) and the ranks to keep exactly on the second.
-Decompose = Callable[[Tensor, "tuple[int, ...] | None"], Fit]
+#: A group kernel's metric (:mod:`tnlib.metric`): ``{label group: matrix}`` over its labels ``"oihw"``,
+#: e.g. ``{"ihw": M}`` with ``M`` the second moment of the group's input patches.
+GroupMetric = Mapping[str, Any]
+#: The ``metric`` argument of the ``from_conv`` constructors: None, one :data:`GroupMetric` (for every
+#: group), or a sequence of one per conv group (see :func:`group_metrics`).
+LayerMetric = GroupMetric | Sequence[GroupMetric] | None
+#: ``decompose(group_kernel, common_ranks, metric) -> Fit``; ``common_ranks`` is None on the first pass (the
+#: caller's criteria apply) and the ranks to keep exactly on the second; ``metric`` is the group's
+#: :data:`GroupMetric` or None.
+Decompose = Callable[[Tensor, "tuple[int, ...] | None", "GroupMetric | None"], Fit]
 
 
 class FactorizedModule(nn.Module):
@@ -152,36 +162,42 @@ class FactorizedConv2d(FactorizedModule):
 
     @classmethod
     def _fitted(cls, conv: nn.Conv2d, decompose: Decompose, config: Callable[[tuple[int, ...]], dict[str, Any]],
-                summarize: Callable[[list[Any], tuple[int, ...], Tensor, Tensor], Any]) -> FactorizedConv2d:
+                summarize: Callable[[list[Any], tuple[int, ...], Tensor, Tensor], Any],
+                metric: LayerMetric = None) -> FactorizedConv2d:
         """The layer of ``cls`` fitted to a trained conv, group by group, in float64.
 
-        Each group's kernel is decomposed; when the groups' ranks differ (an
-        error target met at different ranks), every group is decomposed again
-        at the largest rank of each bond or mode (:func:`at_common_ranks`).
+        Each group's kernel is decomposed, with its own metric of ``metric``
+        (:func:`group_metrics`); when the groups' ranks differ (an error target
+        met at different ranks), every group is decomposed again, with the same
+        metric, at the largest rank of each bond or mode (:func:`at_common_ranks`).
         The factors are stacked along the channels, giving the block-diagonal
         sub-convs.  ``config(ranks)`` gives the constructor's rank arguments and
         ``summarize(infos, ranks, kernel, stored)`` the layer's ``info``, with
         ``stored`` the kernel of the stored factors (:meth:`stored_kernel`).
-        Factors stored in a dtype narrower than float64 (float32, float16,
-        bfloat16) are rounded: the ``info`` of such a layer reports the errors
-        of the stored kernel against the original one (:func:`as_stored`).
+        With a metric both kernels are given in metric space, group ``g`` as
+        ``K'_g = K_g x L_g^T``, so that their Frobenius norms and errors are the
+        metric's.  Factors stored in a dtype narrower than float64 (float32,
+        float16, bfloat16) are rounded: the ``info`` of such a layer reports the
+        errors of the stored kernel against the original one (:func:`as_stored`).
         """
         geometry = ConvGeometry.of(conv)
         weight = conv.weight.detach()
         kernel = weight.to(torch.float64)
         kernels = geometry.group_kernels(kernel)
-        fits = [decompose(k, None) for k in kernels]
+        metrics = group_metrics(metric, geometry.groups)
+        fits = [decompose(k, None, m) for k, m in zip(kernels, metrics)]
         if len({ranks for ranks, _, _ in fits}) > 1:
             common = tuple(max(r) for r in zip(*(ranks for ranks, _, _ in fits)))
-            fits = [at_common_ranks(fit, decompose(k, common)) for fit, k in zip(fits, kernels)]
+            fits = [at_common_ranks(fit, decompose(k, common, m)) for fit, k, m in zip(fits, kernels, metrics)]
         ranks = fits[0][0]
         factors = [torch.cat(parts) for parts in zip(*(stages for _, stages, _ in fits))]
         layer = cls(**geometry.kwargs(), **config(ranks), bias=conv.bias is not None, device=weight.device,
                     dtype=weight.dtype)
         layer.load_factors(factors, conv.bias)
-        stored = layer.stored_kernel()
+        measured = _in_metric_space(geometry, kernels, metrics)
+        kernel, stored = measured(kernel), measured(layer.stored_kernel())
         info = summarize([info for _, _, info in fits], ranks, kernel, stored)
-        layer.info = info if weight.dtype == kernel.dtype else as_stored(info, kernel, stored)
+        layer.info = info if weight.dtype == torch.float64 else as_stored(info, kernel, stored)
         return layer
 
     def stored_kernel(self) -> Tensor:
@@ -191,6 +207,43 @@ class FactorizedConv2d(FactorizedModule):
         is the kernel of what is stored, rounding of the cast included.
         """
         return fold([(stage.weight.detach().double(), stage.groups) for stage in self.layers], self.geometry.groups)
+
+
+def group_metrics(metric: LayerMetric, groups: int) -> list[GroupMetric | None]:
+    """``metric`` as one metric (or None) per conv group.
+
+    ``None`` gives ``None`` for every group; one mapping ``{label group: matrix}``
+    is every group's metric (a conv of one group has just it); a sequence of
+    mappings must hold exactly one per group, in group order.  The mappings
+    themselves are checked by the core (:mod:`tnlib.metric`) when a group is fitted.
+    """
+    if metric is None or isinstance(metric, Mapping):
+        return [metric] * groups
+    if isinstance(metric, (str, bytes)) or not isinstance(metric, Sequence):
+        raise TypeError(f"metric must be None, a mapping {{label group: matrix}} such as {{'ihw': M}}, or a "
+                        f"sequence of one such mapping per conv group, got {describe(metric)}")
+    if len(metric) != groups:
+        raise ValueError(f"metric must hold one mapping per conv group: the conv has {groups} group(s), got "
+                         f"{len(metric)} mapping(s)")
+    for g, part in enumerate(metric):
+        if not isinstance(part, Mapping):
+            raise TypeError(f"metric[{g}] must be a mapping {{label group: matrix}} such as {{'ihw': M}}, got "
+                            f"{describe(part)}")
+    return list(metric)
+
+
+def _in_metric_space(geometry: ConvGeometry, kernels: Tensor,
+                     metrics: list[GroupMetric | None]) -> Callable[[Tensor], Tensor]:
+    """The map of a kernel ``(out, in/G, kh, kw)`` to metric space, group by group: ``K'_g = K_g x L_g^T``.
+
+    ``||K'||_F**2 = sum_g ||K_g||_{M_g}**2`` (:mod:`tnlib.metric`); without a metric the map is the identity
+    (the kernel itself is returned).  ``kernels`` are the group kernels the metrics were given for.
+    """
+    spaces = [Metric.build(m, "oihw", k) for k, m in zip(kernels, metrics)]
+    if all(space is None for space in spaces):
+        return lambda kernel: kernel
+    return lambda kernel: torch.cat([space.to_metric_space(k)
+                                     for space, k in zip(spaces, geometry.group_kernels(kernel))])
 
 
 def at_common_ranks(first: Fit, second: Fit) -> Fit:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 import tnlib
 from tnlib import CPFit
 from tnlib_torch._checks import check_count
-from tnlib_torch.layers.chain import FactorizedConv2d, Fit
+from tnlib_torch.layers.chain import FactorizedConv2d, Fit, GroupMetric, LayerMetric
 from tnlib_torch.layers.geometry import ConvGeometry
 from tnlib_torch.layers.reports import norm_loss, relative_error
 
@@ -44,11 +44,15 @@ class CPFitInfo:
         ``(R,)``, the terms per group (``rank`` reads it).
     rel_error
         ``||K - K~||_F / ||K||_F`` of the whole kernel, measured on the kernel
-        the stored factors compute.
+        the stored factors compute; for a fit with ``metric``, in the metric's
+        norm, ``sqrt(sum_g ||K_g - K~_g||_{M_g}**2 / sum_g ||K_g||_{M_g}**2)``:
+        the relative error of the layer's outputs on the data whose second
+        moments the ``M_g`` are, bias excluded.
     norm_loss
-        ``1 - ||K~||_F / ||K||_F`` of the same two kernels (negative when the fit overshoots).
+        ``1 - ||K~|| / ||K||`` of the same two kernels, in the same norm (negative when the fit overshoots).
     steps
-        Each group's ``CPFit``, in group order (of the fit in float64, before storing).
+        Each group's ``CPFit``, in group order (of the fit in float64, before storing; in the metric's norm
+        with ``metric``).
     """
 
     ranks: tuple[int, ...]
@@ -120,18 +124,29 @@ class CPConv2d(FactorizedConv2d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, rank: int, method: str = "als", init: str = "svd", max_iter: int = 100,
-                  tol: float = 1e-8, seed: int | np.random.Generator | None = None) -> CPConv2d:
+                  tol: float = 1e-8, seed: int | np.random.Generator | None = None, *,
+                  metric: LayerMetric = None) -> CPConv2d:
         """The CP chain of a trained conv, by :func:`tnlib.cp` of each group's kernel (in float64).
 
         ``method``, ``init``, ``max_iter``, ``tol`` and ``seed`` are those of
         :func:`tnlib.cp`; every group gets the same ``seed``.  The factors are
         cast to the conv's dtype and device, the bias is copied, and ``info``
         is a :class:`CPFitInfo`.
+
+        ``metric`` (:mod:`tnlib.metric`; one mapping for every group, or one per
+        conv group) fits each group kernel (labels ``"oihw"``) in the norm
+        ``||W||_M``; CP splits every mode from the others, so each group is one
+        label: ``{"i": M_i, "h": M_h, "w": M_w}`` (``LayerMoments.metric("cp")``)
+        or a part of it.  ``info`` is then in that norm: ``info.rel_error`` is
+        ``||W - W~||_M / ||W||_M``, the relative error of the layer's outputs on
+        the data whose second moment ``M`` is (``M_i (x) M_h (x) M_w`` here),
+        bias excluded.
         """
         _check_rank(rank, ConvGeometry.of(conv).group_shape)
 
-        def decompose(kernel: Tensor, common: tuple[int, ...] | None) -> Fit:
-            model = tnlib.cp(kernel, rank, method=method, init=init, max_iter=max_iter, tol=tol, seed=seed)
+        def decompose(kernel: Tensor, common: tuple[int, ...] | None, metric: GroupMetric | None) -> Fit:
+            model = tnlib.cp(kernel, rank, method=method, init=init, max_iter=max_iter, tol=tol, seed=seed,
+                             labels="oihw", metric=metric)
             w = model.weights
             scale = w.abs() ** 0.25
             a_o, a_i, a_h, a_w = (factor * scale for factor in model.factors)
@@ -142,7 +157,7 @@ class CPConv2d(FactorizedConv2d):
         def report(fits: list[CPFit], ranks: tuple[int, ...], kernel: Tensor, stored: Tensor) -> CPFitInfo:
             return CPFitInfo(ranks, relative_error(kernel, stored), norm_loss(kernel, stored), tuple(fits))
 
-        return cls._fitted(conv, decompose, lambda ranks: {"rank": ranks[0]}, report)
+        return cls._fitted(conv, decompose, lambda ranks: {"rank": ranks[0]}, report, metric)
 
     def cp_tensor(self) -> tnlib.CPTensor:
         """The layer's current factors as a :class:`tnlib.CPTensor` of the kernel ``(out, in, kh, kw)``.

@@ -5,7 +5,11 @@ Every layer here is a chain of sub-layers with no non-linearity between them
 ``from_*`` classmethod (which runs a decomposition of the core on the weight)
 or from scratch by its constructor (trainable factors whose product has the
 variance of PyTorch's default init), and folded back to the dense layer by
-``to_conv()``/``to_linear()``.  The structures:
+``to_conv()``/``to_linear()``.  A ``from_*`` fit minimizes the error of the
+kernel in the Frobenius norm, or, given ``metric`` (the second moments of the
+layer's inputs, :meth:`tnlib_torch.compression.calibration.LayerMoments.metric`),
+in the data metric of :mod:`tnlib.metric`: the error of the layer's outputs on
+that data.  The structures:
 
 =================  ==================================================================  ==============
 layer              chain (per group)                                                    decomposition
@@ -34,7 +38,7 @@ from torch import Tensor, nn
 
 import tnlib
 from tnlib_torch._checks import check_count
-from tnlib_torch.layers.chain import FactorizedConv2d, FactorizedModule, Fit
+from tnlib_torch.layers.chain import FactorizedConv2d, FactorizedModule, Fit, GroupMetric, LayerMetric
 from tnlib_torch.layers.cp import CPConv2d, CPFitInfo
 from tnlib_torch.layers.geometry import ConvGeometry
 from tnlib_torch.layers.reports import truncation_report
@@ -89,9 +93,10 @@ class Tucker2Conv2d(FactorizedConv2d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, ranks: int | Sequence[int] | None = None, rel_error: float | None = None,
-                  cutoff: float | None = None, method: str = "sthosvd") -> Tucker2Conv2d:
+                  cutoff: float | None = None, method: str = "sthosvd", *,
+                  metric: LayerMetric = None) -> Tucker2Conv2d:
         """The Tucker-2 chain of a trained conv: ``tnlib.tucker(kernel, ranks, rel_error, cutoff, modes=(0, 1),
-        method=method)``.
+        method=method, labels="oihw", metric=metric)``.
 
         ``ranks`` (an int for both modes, or ``(R_o, R_i)``) caps the ranks, as
         in :func:`tnlib.tucker`: a cap above a mode's size does not bind.
@@ -100,16 +105,26 @@ class Tucker2Conv2d(FactorizedConv2d):
         are full and the layer computes the conv exactly.  With groups each
         group's kernel is decomposed; ``rel_error`` then holds for every group
         and so for the whole kernel.
+
+        ``metric`` (:mod:`tnlib.metric`; one mapping for every group, or one per
+        conv group) fits each group kernel (labels ``"oihw"``) in the norm
+        ``||W||_M``: ``{"i": M_i, "hw": M_hw}`` (``LayerMoments.metric("tucker2")``),
+        or ``{"i": M_i}``; the decomposed mode ``i`` must be a group of its own
+        (``{"ihw": M}`` is refused).  ``rel_error`` and ``info`` are then in that
+        norm: ``info.rel_error`` is ``||W - W~||_M / ||W||_M``, the relative error
+        of the layer's outputs on the data whose second moment ``M`` is
+        (``M_i (x) M_hw`` here, exact when the channel and spatial statistics
+        are independent), bias excluded.
         """
 
-        def decompose(kernel: Tensor, common: tuple[int, ...] | None) -> Fit:
+        def decompose(kernel: Tensor, common: tuple[int, ...] | None, metric: GroupMetric | None) -> Fit:
             criteria = (ranks, rel_error, cutoff) if common is None else (common, None, None)
-            t = tnlib.tucker(kernel, *criteria, modes=(0, 1), method=method)
+            t = tnlib.tucker(kernel, *criteria, modes=(0, 1), method=method, labels="oihw", metric=metric)
             u_o, u_i = t.factors
             return t.ranks, [u_i.T[:, :, None, None], t.core, u_o[:, :, None, None]], t.info
 
         return cls._fitted(conv, decompose, lambda ranks: {"ranks": ranks},
-                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel))
+                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel), metric)
 
 
 def _per_entry(values: int | Sequence[int], name: str, limits: Sequence[tuple[int, str]]) -> list[int]:
@@ -203,7 +218,7 @@ class MPSConv2d(FactorizedConv2d):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, order: str = "ihwo", max_bond: int | Sequence[int] | None = None,
                   rel_error: float | None = None, cutoff: float | None = None, method: str = "auto",
-                  seed: int | np.random.Generator | None = None) -> MPSConv2d:
+                  seed: int | np.random.Generator | None = None, *, metric: LayerMetric = None) -> MPSConv2d:
         """The MPS chain of a trained conv: ``tnlib.mps(kernel, order=order, max_bond=..., rel_error=..., ...)``.
 
         Without ``max_bond``, ``rel_error`` and ``cutoff`` the bonds are full and
@@ -212,16 +227,25 @@ class MPSConv2d(FactorizedConv2d):
         groups meet ``rel_error`` or ``cutoff`` at different bond dimensions,
         each group is decomposed again at the largest of each bond, or keeps
         its own fit padded with zeros where that would err more.
+
+        ``metric`` (:mod:`tnlib.metric`; one mapping for every group, or one per
+        conv group) fits each group kernel (labels ``"oihw"``) in the norm
+        ``||W||_M``; every bond splits the sites apart, so each group is one
+        label: ``{"i": M_i, "h": M_h, "w": M_w}`` (``LayerMoments.metric("mps")``)
+        or a part of it.  ``rel_error`` and ``info`` are then in that norm:
+        ``info.rel_error`` is ``||W - W~||_M / ||W||_M``, the relative error of
+        the layer's outputs on the data whose second moment ``M`` is
+        (``M_i (x) M_h (x) M_w`` here), bias excluded.
         """
         order = _check_order(order)
 
-        def decompose(kernel: Tensor, common: tuple[int, ...] | None) -> Fit:
-            m = tnlib.mps(kernel, order=order, max_bond=max_bond if common is None else list(common),
+        def decompose(kernel: Tensor, common: tuple[int, ...] | None, metric: GroupMetric | None) -> Fit:
+            m = tnlib.mps(kernel, labels="oihw", order=order, max_bond=max_bond if common is None else list(common),
                           rel_error=rel_error if common is None else None, cutoff=cutoff if common is None else None,
-                          method=method, seed=seed)
+                          method=method, seed=seed, metric=metric)
             cores, chain = (m.cores, order) if order[0] == "i" else ([c.permute(2, 1, 0) for c in m.cores[::-1]],
                                                                      order[::-1])
             return m.bond_dims, [_core_stage(core, label) for core, label in zip(cores, chain)], m.info
 
         return cls._fitted(conv, decompose, lambda bonds: {"bond_dims": bonds, "order": order},
-                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel))
+                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel), metric)

@@ -2,7 +2,9 @@
 
 Both are two thin layers ``in -> r -> out`` whose product is the best rank-``r``
 approximation of the dense weight (Eckart-Young), fitted by the core's
-:func:`~tnlib.decompositions.base.truncate_keeping_one`.
+:func:`~tnlib.decompositions.base.truncate_keeping_one`: in the Frobenius norm,
+or in a data metric (:mod:`tnlib.metric`), where it is the best rank-``r``
+approximation of the layer's outputs on the data.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,10 +22,11 @@ from torch import Tensor, nn
 import tnlib
 from tnlib._validation import check_array, check_choice, check_seed
 from tnlib.decompositions.base import truncate_keeping_one
+from tnlib.metric import Metric, check_cuts
 from tnlib.svd import SVD_METHODS
 from tnlib.truncation import TruncationSpec
 from tnlib_torch._checks import check_count
-from tnlib_torch.layers.chain import FactorizedConv2d, FactorizedModule, Fit
+from tnlib_torch.layers.chain import FactorizedConv2d, FactorizedModule, Fit, GroupMetric, LayerMetric
 from tnlib_torch.layers.geometry import ConvGeometry
 from tnlib_torch.layers.reports import as_stored, truncation_report
 
@@ -39,19 +43,46 @@ def _svd_sides(cut: Any) -> tuple[str, str, str]:
     return str(c), "".join(a for a in "hw" if a in inside), "".join(a for a in "hw" if a in outside)
 
 
-def _svd_split(matrix: Tensor, max_rank: int | None, rel_error: float | None, cutoff: float | None, method: str,
-               seed: Any) -> tuple[Tensor, Tensor, tnlib.TruncationInfo]:
-    """``M ~= A B`` with ``A = U sqrt(S)``, ``B = sqrt(S) V^H``: the core's :func:`truncate_keeping_one`.
+def _metric_space(metric: GroupMetric | None, labels: str, weight: Tensor, cut: str) -> Metric | None:
+    """The validated metric of ``weight`` (labels ``labels``), each group whole on one side of ``cut``; or None."""
+    return Metric.build(metric, labels, weight, partial(check_cuts, cuts=[tnlib.Cut(cut)]))
 
-    At least one singular triplet is kept (a zero matrix, ``rel_error=1``): a
-    layer keeps one channel, as an MPS bond or a Tucker mode keeps one value.
-    The arguments are checked as :func:`tnlib.truncated_svd` checks them.
+
+def _svd_split(weight: Tensor, labels: str, cut: str, keep: tuple[Any, Any, Any], method: str, seed: Any,
+               space: Metric | None) -> tuple[Tensor, Tensor, tnlib.TruncationInfo]:
+    """``weight ~= second . first``, split across ``cut`` by the core's :func:`truncate_keeping_one`.
+
+    ``weight`` has ``labels``, ``"oi"`` first (``"oihw"`` or ``"oi"``); ``cut``
+    writes ``o`` first on its left, ``i`` first on its right and the other
+    labels in the order of ``labels``.  With ``W' = W x L^T`` in metric space
+    (``space``; ``W`` itself without one), ``W'_(cut) ~= A' B'``,
+    ``A' = U sqrt(S)``, ``B' = sqrt(S) V^H``, at most ``keep = (max_rank,
+    rel_error, cutoff)`` and at least one triplet (a layer keeps one channel,
+    as an MPS bond or a Tucker mode keeps one value).  Each factor is mapped
+    back with ``L^{-T}`` on the groups of its side, which every group lies on
+    one side of: ``W~ = A B`` is the best rank-``r`` approximation of ``W`` in
+    the metric's norm (Eckart-Young), whose ``info`` reports that norm's errors.
+
+    The factors are returned with the labels of ``weight`` as the two layers'
+    weights: ``first`` ``(r, in, ...)``, the bond in place of ``o``, and
+    ``second`` ``(out, r, ...)``, the bond in place of ``i``; a label of the
+    other side is an axis of size 1.  The arguments are checked as
+    :func:`tnlib.truncated_svd` checks them.
     """
-    spec = TruncationSpec.from_kwargs(max_rank, rel_error, cutoff)
+    spec = TruncationSpec.from_kwargs(*keep)
     check_choice(method, "method", ("auto", *SVD_METHODS))
-    u, s, vh, info = truncate_keeping_one(check_array(matrix, "weight", ndim=2), spec, method, check_seed(seed))
-    root = s.sqrt()
-    return u * root, root[:, None] * vh, info
+    x = check_array(weight, "weight")
+    x = x if space is None else space.to_metric_space(x)
+    c = tnlib.Cut(cut)
+    u, s, vh, info = truncate_keeping_one(tnlib.matricize(x, c, labels), spec, method, check_seed(seed))
+    root, rank, dims = s.sqrt(), s.shape[0], dict(zip(labels, weight.shape))
+    second = (u * root).reshape(*(dims[a] if a in c.left else 1 for a in labels if a != "i"), rank).movedim(-1, 1)
+    first = (root[:, None] * vh).reshape(rank, *(dims[a] if a in c.right else 1 for a in labels[1:]))
+    if space is None:
+        return first, second, info
+    outputs = [g for g in space.groups if set(g) <= set(c.left)]
+    inputs = [g for g in space.groups if g not in outputs]
+    return space.from_metric_space(first, inputs), space.from_metric_space(second, outputs), info
 
 
 class SVDConv2d(FactorizedConv2d):
@@ -114,26 +145,33 @@ class SVDConv2d(FactorizedConv2d):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, cut: str | tnlib.Cut = "o|ihw", max_rank: int | None = None,
                   rel_error: float | None = None, cutoff: float | None = None, method: str = "auto",
-                  seed: int | np.random.Generator | None = None) -> SVDConv2d:
+                  seed: int | np.random.Generator | None = None, *, metric: LayerMetric = None) -> SVDConv2d:
         """The two-conv split of a trained conv: :func:`tnlib.truncated_svd` of ``tnlib.matricize(kernel, cut)``.
 
         ``max_rank``, ``rel_error``, ``cutoff``, ``method`` and ``seed`` are those
         of :func:`tnlib.truncated_svd` (at least one value is kept; ``max_rank``
         above the full rank does not bind).  Without them the split is exact.
+
+        ``metric`` (:mod:`tnlib.metric`; one mapping for every group, or one per
+        conv group) fits each group kernel (labels ``"oihw"``) in the norm
+        ``||W||_M``, each group of labels on one side of the cut: for ``o|ihw``
+        the full ``{"ihw": M}`` (``LayerMoments.metric("svd")``), for which the
+        split is the best rank-``r`` approximation of the layer's outputs on the
+        data.  ``rel_error`` and ``info`` are then in that norm: ``info.rel_error``
+        is ``||W - W~||_M / ||W||_M``, the relative error of the layer's outputs
+        on the data whose second moment ``M`` is, bias excluded.
         """
         cut, inside, outside = _svd_sides(cut)
+        split = f"o{outside}|i{inside}"
 
-        def decompose(kernel: Tensor, common: tuple[int, ...] | None) -> Fit:
-            matrix = tnlib.matricize(kernel, f"o{outside}|i{inside}")
+        def decompose(kernel: Tensor, common: tuple[int, ...] | None, metric: GroupMetric | None) -> Fit:
             keep = (max_rank, rel_error, cutoff) if common is None else (common[0], None, None)
-            a, b, info = _svd_split(matrix, *keep, method, seed)
-            r, (out_g, in_g, kh, kw) = b.shape[0], kernel.shape
-            first = b.reshape(r, in_g, kh if "h" in inside else 1, kw if "w" in inside else 1)
-            second = a.reshape(out_g, kh if "h" in outside else 1, kw if "w" in outside else 1, r).permute(0, 3, 1, 2)
-            return (r,), [first, second], replace(info, cut=cut)
+            space = _metric_space(metric, "oihw", kernel, cut)
+            first, second, info = _svd_split(kernel, "oihw", split, keep, method, seed, space)
+            return (first.shape[0],), [first, second], replace(info, cut=cut)
 
         return cls._fitted(conv, decompose, lambda ranks: {"rank": ranks[0], "cut": cut},
-                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel, cut))
+                           lambda infos, ranks, kernel, stored: truncation_report(infos, ranks, kernel, cut), metric)
 
 
 class SVDLinear(FactorizedModule):
@@ -171,11 +209,21 @@ class SVDLinear(FactorizedModule):
     @classmethod
     def from_linear(cls, linear: nn.Linear, max_rank: int | None = None, rel_error: float | None = None,
                     cutoff: float | None = None, method: str = "auto",
-                    seed: int | np.random.Generator | None = None) -> SVDLinear:
+                    seed: int | np.random.Generator | None = None, *,
+                    metric: GroupMetric | None = None) -> SVDLinear:
         """The split of a trained linear layer by :func:`tnlib.truncated_svd` of its weight (in float64).
 
         The factors are stored in the layer's dtype; below float64 ``info``
         reports the errors of the stored product against the original weight.
+
+        ``metric`` ``{"i": M}`` (:mod:`tnlib.metric`, the weight's labels are
+        ``"oi"``), ``M`` the second moment of the inputs
+        (``LayerMoments.metric()``), fits in the norm ``||W||_M = ||W L||_F``:
+        ``W~`` is the truncated SVD of ``W L`` mapped back with ``L^{-1}``, the
+        best rank-``r`` approximation of the layer's outputs on the data.
+        ``rel_error`` and ``info`` are then in that norm: ``info.rel_error`` is
+        ``||W - W~||_M / ||W||_M``, the relative error of the layer's outputs on
+        the data whose second moment ``M`` is, bias excluded.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be a torch.nn.Linear (SVDConv2d.from_conv and the other factorized conv "
@@ -184,11 +232,15 @@ class SVDLinear(FactorizedModule):
         if weight.ndim != 2:
             raise ValueError(f"linear.weight must have 2 dimensions (out, in), got shape {tuple(weight.shape)}")
         matrix = weight.to(torch.float64)
-        a, b, info = _svd_split(matrix, max_rank, rel_error, cutoff, method, seed)
+        space = _metric_space(metric, "oi", matrix, "o|i")
+        first, second, info = _svd_split(matrix, "oi", "o|i", (max_rank, rel_error, cutoff), method, seed, space)
         layer = cls(weight.shape[1], weight.shape[0], info.rank, linear.bias is not None, weight.device, weight.dtype)
-        layer.load_factors([b, a], linear.bias)
+        layer.load_factors([first, second], linear.bias)
         stored = layer.layers[1].weight.detach().double() @ layer.layers[0].weight.detach().double()
-        layer.info = info if weight.dtype == matrix.dtype else as_stored(info, matrix, stored)
+        if weight.dtype != matrix.dtype:
+            measured = (lambda x: x) if space is None else space.to_metric_space
+            info = as_stored(info, measured(matrix), measured(stored))
+        layer.info = info
         return layer
 
     def folded_weight(self) -> Tensor:
