@@ -183,6 +183,9 @@ def test_batchnorm_is_re_estimated_on_the_calibration_data():
     torch.testing.assert_close(small[1].running_mean, outputs.mean(dim=(0, 2, 3)))
     torch.testing.assert_close(small[1].running_var, outputs.var(dim=(0, 2, 3)), rtol=1e-2, atol=0)  # one batch of 64
     assert float(model[1].running_mean[0]) == 5.0  # compress works on a copy
+    kept, report = tt.compress(model, "svd", max_rank=4, calibration=x, seed=0, recalibrate=False)
+    assert float(kept[1].running_mean[0]) == 5.0 and not report.calibration["recalibrate"]
+    assert "batchnorm" not in report.calibration["seconds"]
 
 
 # ---------------------------------------------------------------------------------------------------------- bad input
@@ -217,6 +220,8 @@ def test_bad_calibration_data_is_refused_before_anything_changes(data, kind, mat
     (dict(calibration=torch.zeros(1), sensitivity="hessian"), ValueError, "sensitivity"),
     (dict(calibration=torch.zeros(1), refine="yes"), TypeError, "refine"),
     (dict(calibration=torch.zeros(1), calibration_samples=0), ValueError, "calibration_samples"),
+    (dict(recalibrate=False), ValueError, "recalibrate need calibration data"),
+    (dict(calibration=torch.zeros(1), recalibrate="no"), TypeError, "recalibrate"),
 ])
 def test_bad_calibration_options_name_the_argument(options, kind, match):
     with pytest.raises(kind, match=match):

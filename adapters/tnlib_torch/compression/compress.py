@@ -122,6 +122,7 @@ def compress_(
     calibration_samples: int | None = None,
     refine: bool = False,
     sensitivity: str = "none",
+    recalibrate: bool = True,
 ) -> CompressionReport:
     """Compress the selected layers of ``model`` in place (see the module docs for the policies).
 
@@ -195,6 +196,10 @@ def compress_(
         ``"none"`` (default: alike, which kept the most accuracy on ResNet-20, see
         docs/torch_compress.md), ``"fisher"`` or ``"measured"``
         (:func:`tnlib_torch.compression.sensitivity.layer_sensitivities`).
+    recalibrate
+        With ``calibration``: re-estimate the BatchNorm statistics on it at the end (default).
+        ``False`` keeps the model's own, which is better when they came from far more (or
+        cleaner) data than the calibration set and the compression is mild.
 
     Returns
     -------
@@ -219,7 +224,7 @@ def compress_(
                             budget=budget, budget_on=budget_on, evaluate=evaluate, eval_points=eval_points,
                             input_size=input_size,
                             calibration=dict(data=calibration, samples=calibration_samples, refine=refine,
-                                             sensitivity=sensitivity))
+                                             sensitivity=sensitivity, recalibrate=recalibrate))
     check_module(model)
     selected = _selected(model, request.linear, include, exclude, layers, where)
     calibrated = request.calibration
@@ -252,7 +257,7 @@ def compress_(
         budget_on=None if request.budget is None else request.budget_on, scores=policy.scores,
         calibration=None if data is None else {
             "samples": next(iter(data.moments.values())).samples, "sensitivity": calibrated.sensitivity,
-            "refine": calibrated.refine, "seconds": data.seconds},
+            "refine": calibrated.refine, "recalibrate": calibrated.recalibrate, "seconds": data.seconds},
     )
 
 
@@ -271,9 +276,10 @@ def _calibrate(model: nn.Module, original: nn.Module | None, replacements: dict[
         results = refine_(original, model, factorized, calibration.data, samples=samples)
         refined = {name: result.error_after for name, result in results.items() if result.method != "skipped"}
         data.seconds["refine"] = time.perf_counter() - start
-    start = time.perf_counter()
-    recalibrate_batchnorm(model, calibration.data, samples=calibration.samples)
-    data.seconds["batchnorm"] = time.perf_counter() - start
+    if calibration.recalibrate:
+        start = time.perf_counter()
+        recalibrate_batchnorm(model, calibration.data, samples=calibration.samples)
+        data.seconds["batchnorm"] = time.perf_counter() - start
     return refined
 
 

@@ -158,8 +158,9 @@ class CompressionReport:
         With the budget policy, ``"allocation"``: the greedy and the uniform allocations'
         objectives, which was built, and the layers' sensitivity weights (``None`` without).
     calibration
-        With calibration data: ``samples`` (how many were read), ``sensitivity``, ``refine``, and
-        ``seconds`` per pass (``moments``, ``sensitivity``, ``refine``, ``batchnorm``); else ``None``.
+        With calibration data: ``samples`` (how many were read), ``sensitivity``, ``refine``,
+        ``recalibrate`` (whether the BatchNorm statistics were re-estimated), and ``seconds`` per
+        pass (``moments``, ``sensitivity``, ``refine``, ``batchnorm``); else ``None``.
     """
 
     method: str

@@ -34,13 +34,15 @@ class Calibration:
 
     ``data`` is the caller's (a tensor of inputs, or an iterable of input batches or
     ``(input, target)`` pairs), read at most ``samples`` samples per pass; ``refine`` asks for the
-    sequential error correction, ``sensitivity`` for the weights of a budget's layers.
+    sequential error correction, ``sensitivity`` for the weights of a budget's layers, ``recalibrate``
+    for the BatchNorm statistics re-estimated at the end.
     """
 
     data: Any
     samples: int | None = None
     refine: bool = False
     sensitivity: str = "none"
+    recalibrate: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,9 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
                   input_size: Any, calibration: Mapping[str, Any] | None = None) -> CompressRequest:
     """The arguments of :func:`tnlib_torch.compress_` checked, with messages naming them.
 
-    ``calibration`` holds ``compress_``'s ``calibration``, ``calibration_samples``, ``refine`` and
-    ``sensitivity`` under the keys ``data``, ``samples``, ``refine`` and ``sensitivity``.
+    ``calibration`` holds ``compress_``'s ``calibration``, ``calibration_samples``, ``refine``,
+    ``sensitivity`` and ``recalibrate`` under the keys ``data``, ``samples``, ``refine``,
+    ``sensitivity`` and ``recalibrate``.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
@@ -112,11 +115,14 @@ def _checked_calibration(method: str, given: Mapping[str, Any]) -> Calibration |
     """The calibration asked for, or ``None``; options that need data are refused without it."""
     data, samples = given.get("data"), given.get("samples")
     refine, sensitivity = given.get("refine", False), given.get("sensitivity", "none")
+    recalibrate = given.get("recalibrate", True)
     check_bool(refine, "refine")
+    check_bool(recalibrate, "recalibrate")
     check_choice(sensitivity, "sensitivity", SENSITIVITIES)
     if data is None:
         needing = [name for name, value, default in (("calibration_samples", samples, None), ("refine", refine, False),
-                                                     ("sensitivity", sensitivity, "none")) if value != default]
+                                                     ("sensitivity", sensitivity, "none"),
+                                                     ("recalibrate", recalibrate, True)) if value != default]
         if needing:
             raise ValueError(f"{', '.join(needing)} need calibration data: give calibration=")
         return None
@@ -124,7 +130,7 @@ def _checked_calibration(method: str, given: Mapping[str, Any]) -> Calibration |
         raise ValueError("calibration is for the factorized methods ('tucker2', 'cp', 'mps', 'svd'); method "
                          "'truncate' truncates kernels in place along cuts, in the kernel norm")
     samples = None if samples is None else check_count(samples, "calibration_samples")
-    return Calibration(data, samples, refine, sensitivity)
+    return Calibration(data, samples, refine, sensitivity, recalibrate)
 
 
 def _checked_sizes(method: str, sizes: dict[str, Any]) -> Any:
