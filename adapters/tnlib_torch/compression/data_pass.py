@@ -20,8 +20,8 @@ from torch import nn
 from tnlib._validation import describe
 from tnlib_torch._checks import check_count
 
-__all__ = ["batch_input", "evaluation_mode", "input_batches", "layer_tracker", "model_device", "on_device",
-           "run_on_data"]
+__all__ = ["StopForward", "batch_input", "checked_inputs", "evaluation_mode", "forward", "input_batches",
+           "layer_tracker", "model_device", "on_device", "run_on_data"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -77,29 +77,48 @@ def on_device(x: torch.Tensor, device: torch.device, index: int) -> torch.Tensor
     return x.to(device)
 
 
+class StopForward(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a hook to end a forward pass once it has what it needs; :func:`forward` takes it as an end."""
+
+
+def checked_inputs(batches: Iterable[Any], samples: int | None,
+                   device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(index, inputs)`` of each batch, checked, on ``device``, at most ``samples`` in all (the last batch cut).
+
+    Raises ``ValueError`` when ``batches`` yields no batch.
+    """
+    seen = 0
+    for index, batch in enumerate(batches):
+        x = batch_input(batch, index)
+        x = on_device(x if samples is None else x[: samples - seen], device, index)
+        yield index, x
+        seen += x.shape[0]
+        if samples is not None and seen >= samples:
+            break
+    if seen == 0:
+        raise ValueError("data yielded no batch; calibration needs at least one sample")
+
+
+def forward(model: nn.Module, x: torch.Tensor, index: int, what: str = "the model's forward pass") -> None:
+    """``model(x)``, ended early by :class:`StopForward`; any other failure a ``ValueError`` naming the batch
+    ``index``, its shape and the layer that failed."""
+    with layer_tracker(model) as entered:
+        try:
+            model(x)
+        except StopForward:
+            pass
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            where = f"in layer {entered[-1]}" if entered else "before any layer ran"
+            raise ValueError(f"data: {what} failed on batch {index} of shape {tuple(x.shape)} {where}: {error}"
+                             ) from error
+
+
 def run_on_data(model: nn.Module, batches: Iterable[Any], samples: int | None, device: torch.device) -> int:
     """Run ``model`` on the inputs of ``batches`` (at most ``samples``); the number of samples run."""
     seen = 0
-    with layer_tracker(model) as entered:
-        for index, batch in enumerate(batches):
-            x = batch_input(batch, index)
-            if samples is not None:
-                x = x[: samples - seen]
-            x = on_device(x, device, index)
-            entered.clear()
-            try:
-                model(x)
-            except (RuntimeError, ValueError, TypeError, IndexError) as error:
-                where = f"in layer {entered[-1]}" if entered else "before any layer ran"
-                raise ValueError(
-                    f"data: the model's forward pass failed on batch {index} of shape {tuple(x.shape)} "
-                    f"{where}: {error}"
-                ) from error
-            seen += x.shape[0]
-            if samples is not None and seen >= samples:
-                break
-    if seen == 0:
-        raise ValueError("data yielded no batch; calibration needs at least one sample")
+    for index, x in checked_inputs(batches, samples, device):
+        forward(model, x, index)
+        seen += x.shape[0]
     return seen
 
 

@@ -11,7 +11,7 @@ to minimize
     E || f~(x~) - y ||**2
 
 over every output position of every sample.  Later layers see the corrected earlier ones.  Each
-model's forward pass stops as soon as layer ``k`` has run (a private exception raised from a hook),
+model's forward pass stops as soon as layer ``k`` has run (:class:`StopForward` raised from a hook),
 so a pass costs the network up to layer ``k`` only.
 
 * **Least squares**, when the chain's last stage is pointwise (an ``nn.Linear``, or a 1x1 conv with
@@ -42,10 +42,11 @@ from tnlib._validation import check_nonnegative_real, describe
 from tnlib_torch._checks import check_count, check_module
 from tnlib_torch.compression.calibration import DEFAULT_BATCH
 from tnlib_torch.compression.data_pass import (
-    batch_input,
+    StopForward,
+    checked_inputs,
     evaluation_mode,
+    forward,
     input_batches,
-    layer_tracker,
     model_device,
 )
 from tnlib_torch.compression.refits import (
@@ -93,10 +94,6 @@ class LayerRefinement:
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serializable dict of every attribute."""
         return asdict(self)
-
-
-class _Stop(Exception):
-    """Raised by a hook once the layer of the pass has run: the rest of the forward pass is skipped."""
 
 
 def refine_(
@@ -257,11 +254,9 @@ def _forward_order(model: nn.Module, names: list[str], batches: Iterable[Any], s
     handles = [model.get_submodule(name).register_forward_pre_hook(lambda m, a, n=name: calls.append(n))
                for name in names]
     try:
-        batch = next(iter(batches), None)
-        if batch is None:
-            raise ValueError("data yielded no batch; refine_ needs at least one sample")
+        index, x = next(checked_inputs(batches, samples, device))
         with evaluation_mode(model, train=()):
-            _forward(model, batch_input(batch, 0)[:samples].to(device), 0, "compressed")
+            forward(model, x, index, "the forward pass of compressed")
     finally:
         for handle in handles:
             handle.remove()
@@ -270,19 +265,6 @@ def _forward_order(model: nn.Module, names: list[str], batches: Iterable[Any], s
             raise ValueError(f"layer {name!r} runs {calls.count(name)} times in a forward pass of compressed; "
                              f"refine_ fits a layer that runs once")
     return sorted(names, key=calls.index)
-
-
-def _forward(model: nn.Module, x: Tensor, index: int, which: str) -> None:
-    """``model(x)``, stopped by :class:`_Stop`; a failure names the batch and the layer that failed."""
-    with layer_tracker(model) as entered:
-        try:
-            model(x)
-        except _Stop:
-            pass
-        except (RuntimeError, ValueError, TypeError, IndexError) as error:
-            where = f"in layer {entered[-1]}" if entered else "before any layer ran"
-            raise ValueError(f"data: the forward pass of {which} failed on batch {index} of shape "
-                             f"{tuple(x.shape)} {where}: {error}") from error
 
 
 class _Passes:
@@ -298,33 +280,28 @@ class _Passes:
 
         def keep_output(module: nn.Module, args: Any, output: Tensor) -> None:
             captured["y"] = output
-            raise _Stop
+            raise StopForward
 
         def keep_input(module: nn.Module, args: Any) -> None:
             captured["x"] = args[0]
-            raise _Stop
+            raise StopForward
 
         original, compressed = (model.get_submodule(name) for model in self.models)
         handles = [original.register_forward_hook(keep_output), compressed.register_forward_pre_hook(keep_input)]
         seen = 0
         try:
             with evaluation_mode(self.models[0], train=()), evaluation_mode(self.models[1], train=()):
-                for index, batch in enumerate(self.batches):
-                    x = batch_input(batch, index)[: None if self.samples is None else self.samples - seen]
+                for index, x in checked_inputs(self.batches, self.samples, self.devices[1]):
                     captured.clear()
                     for model, device, which in zip(self.models, self.devices, ("original", "compressed")):
-                        _forward(model, x.to(device), index, which)
+                        forward(model, x.to(device), index, f"the forward pass of {which}")
                     if captured.keys() != {"x", "y"}:
                         raise ValueError(f"layer {name!r} did not run in the forward passes on batch {index}")
                     sink(captured["x"], captured["y"].to(captured["x"].device))
                     seen += x.shape[0]
-                    if self.samples is not None and seen >= self.samples:
-                        break
         finally:
             for handle in handles:
                 handle.remove()
-        if seen == 0:
-            raise ValueError("data yielded no batch; refine_ needs at least one sample")
         return seen
 
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnlib._validation import check_choice, check_seed
-from tnlib_torch.compression.data_pass import batch_input, evaluation_mode, input_batches, model_device, on_device
+from tnlib_torch.compression.data_pass import checked_inputs, evaluation_mode, input_batches, model_device
 
 __all__ = ["NOISE", "SENSITIVITY_SAMPLES", "layer_sensitivities"]
 
@@ -74,7 +74,7 @@ def layer_sensitivities(model: nn.Module, layers: Mapping[str, nn.Module], data:
     check_choice(kind, "sensitivity", ("fisher", "measured"))
     limit = SENSITIVITY_SAMPLES if samples is None else min(samples, SENSITIVITY_SAMPLES)
     device = model_device(model)
-    inputs = _first_samples(input_batches(data, batch_size), limit, device)
+    inputs = [x for _, x in checked_inputs(input_batches(data, batch_size), limit, device)]
     generator = torch.Generator(device=device).manual_seed(int(np.random.default_rng(check_seed(seed)).integers(2**63)))
     with evaluation_mode(model, train=()):
         weights = (_fisher if kind == "fisher" else _measured)(model, layers, inputs, generator)
@@ -83,20 +83,6 @@ def layer_sensitivities(model: nn.Module, layers: Mapping[str, nn.Module], data:
             raise ValueError(f"the {kind} sensitivity of layer {name!r} is {weight}; the model's outputs are not "
                              "finite on the calibration data")
     return weights
-
-
-def _first_samples(batches: Any, limit: int, device: torch.device) -> list[torch.Tensor]:
-    """The inputs of the first ``limit`` samples, batch by batch, checked and on ``device``."""
-    kept, seen = [], 0
-    for index, batch in enumerate(batches):
-        x = on_device(batch_input(batch, index)[: limit - seen], device, index)
-        kept.append(x)
-        seen += x.shape[0]
-        if seen >= limit:
-            break
-    if not kept:
-        raise ValueError("data yielded no batch; calibration needs at least one sample")
-    return kept
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -112,9 +113,9 @@ class Structure(ABC):
         self.layer, self.fit, self.moments = layer, dict(fit), moments
         self._built: dict[tuple[int, ...], nn.Module] = {}
 
-    @property
+    @cached_property
     def metrics(self) -> list[dict[str, np.ndarray]] | None:
-        """One data metric per group, in the structure's form; ``None`` without moments."""
+        """One data metric per group, in the structure's form (formed once); ``None`` without moments."""
         if self.moments is None:
             return None
         return [self.moments.metric(self.metric_kind, g) for g in range(self.moments.groups)]
