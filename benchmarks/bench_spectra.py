@@ -7,6 +7,11 @@ float32 input).  Both are timed per kernel (best of runs) and summed,
 which also gives the per-shape breakdown.  Accuracy is the largest absolute
 difference between the two sets of Schmidt weights ``s**2 / sum s**2``.
 
+The batched case times ``tnlib.spectra_many(kernels)`` (all kernels of the
+network in one call, same-shaped ones stacked) against the whole loop of SVDs
+and against ``tnlib.spectra`` called on each kernel, all three as one call over
+the network (best of runs), in the same run.
+
 Networks:
 
 * a CIFAR ResNet-50 (torchvision's bottleneck ResNet-50 with a 3x3 stem conv
@@ -122,18 +127,51 @@ def compare_network(title: str, kernels: Iterable[np.ndarray], quick: bool) -> S
     return Section(f"All-cut spectra, {title}", [*rows, total], checks, notes)
 
 
+def _max_weight_gap(ours: list[dict], reference: list[dict]) -> float:
+    """Largest ``|p - q|`` between the Schmidt weights of two lists of ``{cut: Spectrum}``."""
+    return max(
+        float(np.max(np.abs(got[cut].weights - want.weights))) for got, expected in zip(ours, reference)
+        for cut, want in expected.items()
+    )
+
+
+def compare_batched(title: str, kernels: list[np.ndarray], quick: bool) -> Section:
+    """``spectra_many`` on the whole network against the SVD loop and ``spectra`` per kernel, same run."""
+    repeat = 1 if quick else 3
+    ours_time, ours = measure(lambda: tnlib.spectra_many(kernels), repeat=repeat)
+    loop_time, loop = measure(lambda: [_loop_of_svds(k) for k in kernels], repeat=repeat)
+    each_time, each = measure(lambda: [tnlib.spectra(k) for k in kernels], repeat=repeat)
+    to_loop = max(_max_weight_difference(o, p) for o, p in zip(ours, loop))
+    case = f"spectra_many, {len(kernels)} kernels, {len({k.shape for k in kernels})} shapes"
+    rows = [
+        Row(case, ours_time, "numpy svd loop", loop_time, extra={"max |dp|": to_loop}),
+        Row(case, ours_time, "tnlib.spectra per kernel", each_time, extra={"max |dp|": _max_weight_gap(ours, each)}),
+    ]
+    checks = [
+        Check(f"{title}: spectra_many >= 4x faster than the SVD loop (issue 16)", rows[0].speedup >= 4,
+              f"{rows[0].speedup:.2f}x"),
+        Check(f"{title}: spectra_many faster than spectra per kernel", rows[1].speedup > 1, f"{rows[1].speedup:.2f}x"),
+        Check(f"{title}: Schmidt weights agree with the SVD loop within 1e-5", to_loop <= 1e-5, f"{to_loop:.2e}"),
+    ]
+    notes = [f"the whole network per call, best of {repeat} run(s) after one warm-up; {len(CUTS)} cuts per kernel"]
+    return Section(f"Batched all-cut spectra, {title}", rows, checks, notes)
+
+
 def run(quick: bool = False) -> list[Section]:
     """The random CIFAR ResNet-50, then the pretrained ResNet-56 (quick: widths / 16, first 4 kernels)."""
     shapes = cifar_resnet50_shapes(QUICK_WIDTH_DIVISOR if quick else 1)
     title = f"CIFAR ResNet-50{f' / {QUICK_WIDTH_DIVISOR}' if quick else ''} (random float32)"
     sections = [compare_network(title, random_kernels(shapes), quick)]
+    sections.append(compare_batched(title, list(random_kernels(shapes)), quick))
     if not RESNET56.is_file() or importlib.util.find_spec("torch") is None:
         missing = "torch is not installed" if RESNET56.is_file() else f"{RESNET56} not found"
-        sections.append(Section("All-cut spectra, pretrained ResNet-56", [], notes=[f"skipped: {missing}"]))
+        for kind in ("All-cut spectra", "Batched all-cut spectra"):
+            sections.append(Section(f"{kind}, pretrained ResNet-56", [], notes=[f"skipped: {missing}"]))
         return sections
     kernels = pretrained_kernels(RESNET56)
     kernels = kernels[:QUICK_KERNELS] if quick else kernels
     sections.append(compare_network("pretrained ResNet-56 (CIFAR-10)", kernels, quick))
+    sections.append(compare_batched("pretrained ResNet-56 (CIFAR-10)", kernels, quick))
     return sections
 
 

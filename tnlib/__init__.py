@@ -17,6 +17,7 @@ from tnlib.decompositions.mps import MPS
 from tnlib.decompositions.tt_svd import mps
 from tnlib.decompositions.tucker import TuckerTensor, tucker
 from tnlib.decompositions.tucker_ranks import evbmf_rank, tucker_ranks
+from tnlib.spectra_batched import spectra_many
 from tnlib.spectrum import Spectrum, spectra, spectrum
 from tnlib.svd import SVD_METHODS, VALUE_METHODS, singular_values, truncated_svd
 from tnlib.truncation import TruncationInfo
@@ -48,6 +49,7 @@ __all__ = [
     "mps",
     "singular_values",
     "spectra",
+    "spectra_many",
     "spectrum",
     "truncate",
     "truncated_svd",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from math import prod
 from typing import Any
 
@@ -28,9 +28,9 @@ import numpy as np
 
 from tnlib import _backend as B
 from tnlib._validation import check_array, check_choice, check_ordered, describe
-from tnlib.cuts import Cut, CutLike, all_cuts, as_cut, cut_matrix_shape, matricize_checked, resolve_labels
+from tnlib.cuts import Cut, CutLike, all_cuts, as_cut, cut_matrix_shape, resolve_labels
 from tnlib.metric import Metric, check_cuts
-from tnlib.svd import VALUE_METHODS, exact_method, squared_singular_values
+from tnlib.svd import VALUE_METHODS, exact_method
 from tnlib.truncation import TruncationSpec, tail_weights
 
 Array = Any
@@ -50,6 +50,15 @@ def _check_base(base: Any) -> float:
     if not (0 < base < math.inf and base != 1):
         raise ValueError(f"base must be a finite positive real number other than 1, got {base!r}")
     return float(base)
+
+
+def _checked_values(values: np.ndarray) -> np.ndarray:
+    """``values`` (float64, one spectrum per row of the last axis) if finite, non-negative and descending."""
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError("singular_values must be finite and non-negative")
+    if np.any(np.diff(values, axis=-1) > 0):
+        raise ValueError("singular_values must be in descending order")
+    return values
 
 
 class Spectrum:
@@ -85,15 +94,19 @@ class Spectrum:
             )
         if B.backend_of(singular_values) in ("torch", "cupy"):
             singular_values = B.to_host(singular_values)
-        values = np.array(singular_values, dtype=np.float64).reshape(-1)
-        if not np.all(np.isfinite(values)) or np.any(values < 0):
-            raise ValueError("singular_values must be finite and non-negative")
-        if np.any(np.diff(values) > 0):
-            raise ValueError("singular_values must be in descending order")
+        values = _checked_values(np.array(singular_values, dtype=np.float64).reshape(-1))
         values.setflags(write=False)
         self._values = values
         self.cut = None if cut is None else str(cut)
         self.matrix_shape = None if matrix_shape is None else tuple(int(d) for d in matrix_shape)
+
+    @classmethod
+    def _computed(cls, values: np.ndarray, cut: str, matrix_shape: tuple[int, int]) -> Spectrum:
+        """A spectrum from values already checked by :func:`_checked_values` (the fast path of the solvers)."""
+        spectrum = cls.__new__(cls)
+        spectrum._values = values
+        spectrum.cut, spectrum.matrix_shape = cut, matrix_shape
+        return spectrum
 
     # -- the values and weights ---------------------------------------------
 
@@ -305,6 +318,9 @@ def spectra(
     group is refused (``ValueError``); by default only the cuts that keep every
     group on one side are taken.
 
+    For many tensors, :func:`tnlib.spectra_many` stacks the same-shaped ones
+    and solves them together.
+
     Returns
     -------
     dict
@@ -312,25 +328,83 @@ def spectra(
         default :func:`tnlib.all_cuts` of the labels, which enumerates at most
         ``MAX_CUT_LABELS`` labels).
     """
-    x = check_array(tensor, "tensor", min_ndim=2)
-    labels = resolve_labels(labels, x.ndim)
-    check_choice(method, "method", ("auto", *VALUE_METHODS))
-    chosen = all_cuts(labels) if cuts is None else [as_cut(c, labels) for c in check_ordered(cuts, "cuts")]
-    weights = Metric.build(metric, labels, x, None if cuts is None else partial(check_cuts, cuts=chosen))
-    if weights is not None:
-        chosen = _metric_cuts(weights, chosen)
-        x = weights.to_metric_space(x)
-    if method == "auto":
-        method = exact_method(x)
-    x, exponent = B.unit_scaled(x)  # exact; the values are scaled back below
-    dims = dict(zip(labels, x.shape))
+    job = SpectraJob.prepare(tensor, labels, cuts, method, metric)
+    (result,) = stacked_spectra(job.x[None], [job.exponent], job)
+    return result
 
-    sides = _choose_sides(chosen, labels, dims)
-    solver = _GramSpectra(x, labels) if method == "gram" else _DirectSpectra(x, labels)
+
+class SpectraJob:
+    """One tensor's validated request: the array to decompose and how.
+
+    ``x`` is the tensor (in the metric space when a metric is given) rescaled by
+    ``2**-exponent`` into the safe range of its dtype; ``cuts`` are the cuts to
+    report and ``method`` the resolved solver (``"gram"`` or ``"full"``).
+    Tensors whose jobs share :attr:`key` can be stacked and solved together.
+    """
+
+    def __init__(self, x: Array, exponent: int, labels: str, cuts: list[Cut], method: str) -> None:
+        self.x, self.exponent, self.labels, self.cuts, self.method = x, exponent, labels, cuts, method
+
+    @classmethod
+    def prepare(
+        cls,
+        tensor: Array,
+        labels: str | Sequence[str] | None,
+        cuts: Sequence[CutLike] | None,
+        method: str,
+        metric: Mapping[str, Array] | None,
+        name: str = "tensor",
+    ) -> SpectraJob:
+        """Validate one tensor's arguments (the checks of :func:`spectra`) and resolve them."""
+        x = check_array(tensor, name, min_ndim=2)
+        labels = resolve_labels(labels, x.ndim)
+        check_choice(method, "method", ("auto", *VALUE_METHODS))
+        chosen = list(_all_cuts(labels)) if cuts is None else [as_cut(c, labels) for c in check_ordered(cuts, "cuts")]
+        weights = Metric.build(metric, labels, x, None if cuts is None else partial(check_cuts, cuts=chosen))
+        if weights is not None:
+            chosen = _metric_cuts(weights, chosen)
+            x = weights.to_metric_space(x)
+        if method == "auto":
+            method = exact_method(x)
+        x, exponent = B.unit_scaled(x)  # exact; the values are scaled back by stacked_spectra
+        return cls(x, exponent, labels, chosen, method)
+
+    @property
+    def key(self) -> tuple:
+        """What tensors must share to be stacked: backend, device, dtype, shape, labels, cuts, method."""
+        device = str(getattr(self.x, "device", ""))
+        cuts = tuple(str(c) for c in self.cuts)
+        return B.backend_of(self.x), device, B.dtype_name(self.x), tuple(self.x.shape), self.labels, cuts, self.method
+
+
+@lru_cache(maxsize=64)
+def _all_cuts(labels: str) -> tuple[Cut, ...]:
+    """:func:`tnlib.all_cuts` of ``labels``, enumerated once (a network's kernels all share ``"oihw"``)."""
+    return tuple(all_cuts(labels))
+
+
+def stacked_spectra(stack: Array, exponents: Sequence[int], job: SpectraJob) -> list[dict[str, Spectrum]]:
+    """The spectra of every ``stack[k] * 2**exponents[k]``, each as :func:`spectra` returns them.
+
+    ``stack`` holds ``K`` tensors along a new first axis, each one in the safe
+    range of its dtype; ``job`` gives their shared labels, cuts and method.
+    Each side is solved once for the whole stack (a stacked SVD, or a stacked
+    Gram matrix and eigensolve), so the cost per tensor is one call's share.
+    """
+    shape = tuple(stack.shape[1:])
+    sides = _choose_sides(job.cuts, job.labels, dict(zip(job.labels, shape)))
+    solver = _GramSpectra(stack, job.labels) if job.method == "gram" else _DirectSpectra(stack, job.labels)
     order = sorted(set(sides.values()), key=lambda side: (-solver.size(side), side))  # largest first, reproducibly
     values = {side: solver.squared_values(side) for side in order}
-    hosted = dict(zip(values, (np.ldexp(np.sqrt(v), exponent) for v in _to_host_all(list(values.values())))))
-    return {str(c): Spectrum(hosted[sides[c]], c, cut_matrix_shape(x.shape, c, labels)) for c in chosen}
+    scales = np.asarray(exponents, dtype=np.int64)[:, None]
+    hosted = dict(zip(values, (np.ldexp(np.sqrt(v), scales) for v in _to_host_all(list(values.values())))))
+    for block in hosted.values():  # each spectrum below is a read-only row of its side's block
+        _checked_values(block).setflags(write=False)
+    reports = [(str(c), sides[c], cut_matrix_shape(shape, c, job.labels)) for c in job.cuts]
+    return [
+        {text: Spectrum._computed(hosted[side][k], text, matrix_shape) for text, side, matrix_shape in reports}
+        for k in range(len(scales))
+    ]
 
 
 def _metric_cuts(weights: Metric, cuts: list[Cut]) -> list[Cut]:
@@ -371,21 +445,56 @@ def _to_host_all(arrays: list[Array]) -> list[np.ndarray]:
     return [np.clip(B.to_host(a).astype(np.float64), 0.0, None) for a in arrays]
 
 
+def _adjoint(m: Array) -> Array:
+    """The conjugate transpose of each matrix of a stack (no conjugation for real dtypes)."""
+    swapped = ar.do("swapaxes", m, -1, -2)
+    return ar.do("conj", swapped) if B.is_complex(m) else swapped
+
+
+def _stacked_svdvals(m: Array) -> Array:
+    """Singular values of each matrix of a stack ``(K, rows, columns)``, descending along the last axis.
+
+    One batched LAPACK call (NumPy's stacked ``gesdd``, torch's or cupy's
+    batched SVD) on the matrices in their tall orientation (their transposes
+    when wide: the same values, and NumPy's copy into LAPACK's column-major
+    layout is then a plain one); if it fails to converge, each matrix again
+    through :func:`tnlib._backend.svdvals`, which falls back to ``gesvd``.  A
+    stack of one goes straight to :func:`tnlib._backend.svdvals`.
+    """
+    if m.shape[0] > 1:
+        tall = ar.do("swapaxes", m, -1, -2) if m.shape[1] < m.shape[2] else m
+        try:
+            return np.linalg.svd(tall, compute_uv=False) if B.backend_of(m) == "numpy" else B.svdvals(tall)
+        except (np.linalg.LinAlgError, RuntimeError):  # torch's LinAlgError is a RuntimeError
+            pass
+    return ar.do("stack", [B.svdvals(a) for a in m])
+
+
 class _DirectSpectra:
-    """Squared singular values of each side's matricization by LAPACK."""
+    """Squared singular values of each side's matricization by LAPACK, for a stack of tensors.
+
+    ``x`` holds the tensors along its first axis; every result has one row per tensor.
+    """
 
     def __init__(self, x: Array, labels: str) -> None:
         self.x, self.labels = x, labels
-        self.dims = dict(zip(labels, x.shape))
+        self.dims = dict(zip(labels, x.shape[1:]))
 
     def size(self, side: str) -> int:
         return prod(self.dims[l] for l in side)
 
+    def matrices(self, side: str) -> Array:
+        """``(K, size(side), rest)``: each tensor matricized with ``side`` as its rows."""
+        order = side + "".join(l for l in self.labels if l not in side)
+        moved = ar.do("transpose", self.x, (0, *(1 + self.labels.index(l) for l in order)))
+        return ar.do("reshape", moved, (self.x.shape[0], self.size(side), -1))
+
     def squared_values(self, side: str) -> Array:
-        if self.size(side) == 1:  # a vector: its one singular value is the norm
-            return np.array([B.frobenius_norm(self.x) ** 2])
-        rest = "".join(l for l in self.labels if l not in side)
-        return squared_singular_values(matricize_checked(self.x, Cut(f"{side}|{rest}"), self.labels), "full")
+        if self.size(side) == 1:  # vectors: the one singular value is the norm
+            w = B.astype(self.x, B.WORKING_DTYPES[B.dtype_name(self.x)])
+            return ar.do("sum", ar.do("abs", ar.do("reshape", w, (w.shape[0], 1, -1))) ** 2, axis=2)
+        s = _stacked_svdvals(self.matrices(side))
+        return B.astype(s, B.WORKING_DTYPES[B.real_dtype_name(self.x)]) ** 2
 
 
 class _GramSpectra(_DirectSpectra):
@@ -394,6 +503,7 @@ class _GramSpectra(_DirectSpectra):
     ``G_S = T_(S|rest) T_(S|rest)^H`` for a side ``S``; for ``S`` inside a larger
     side ``S'`` already computed, ``G_S`` is the partial trace of ``G_S'`` over
     the labels of ``S'`` not in ``S``.  Sides are visited from the largest down.
+    Each step is one stacked product or eigensolve for all the tensors.
     """
 
     def __init__(self, x: Array, labels: str) -> None:
@@ -405,22 +515,22 @@ class _GramSpectra(_DirectSpectra):
             return super().squared_values(side)
         gram = self._gram(side)
         self.grams[side] = gram
-        return ar.do("flip", ar.do("linalg.eigvalsh", gram), (0,))
+        return ar.do("flip", ar.do("linalg.eigvalsh", gram), (1,))
 
     def _gram(self, side: str) -> Array:
         supersets = [s for s in self.grams if set(side) <= set(s)]
         if supersets:
             return self._partial_trace(min(supersets, key=self.size), side)
-        rest = "".join(l for l in self.labels if l not in side)
-        m = matricize_checked(self.x, Cut(f"{side}|{rest}"), self.labels)
-        return m @ B.conj_transpose(m)
+        m = self.matrices(side)
+        return m @ _adjoint(m)
 
     def _partial_trace(self, superset: str, side: str) -> Array:
-        letters = {l: chr(ord("a") + i) for i, l in enumerate(superset)}
-        rows = "".join(letters[l] for l in superset)
+        letters = {l: chr(ord("b") + i) for i, l in enumerate(superset)}  # "a" runs over the stack
+        rows = "a" + "".join(letters[l] for l in superset)
         cols = "".join(letters[l] if l not in side else letters[l].upper() for l in superset)
-        out = "".join(letters[l] for l in side) + "".join(letters[l].upper() for l in side)
+        out = "a" + "".join(letters[l] for l in side) + "".join(letters[l].upper() for l in side)
         shape = [self.dims[l] for l in superset]
-        g = ar.do("reshape", self.grams[superset], shape * 2)
+        count = self.x.shape[0]
+        g = ar.do("reshape", self.grams[superset], (count, *shape, *shape))
         traced = ar.do("einsum", f"{rows}{cols}->{out}", g)
-        return ar.do("reshape", traced, (self.size(side), self.size(side)))
+        return ar.do("reshape", traced, (count, self.size(side), self.size(side)))

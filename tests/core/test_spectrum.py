@@ -125,9 +125,9 @@ def test_gram_and_full_methods_agree_and_partial_traces_are_exact(rng):
     for cut in gram:
         np.testing.assert_allclose(gram[cut].singular_values, full[cut].singular_values, atol=1e-12)
     # the Gram matrix of a side equals the partial trace of the Gram matrix of a larger side
-    solver = _GramSpectra(k, "oihw")
+    solver = _GramSpectra(k[None], "oihw")  # the solvers work on stacks of tensors
     solver.squared_values("oh")
-    traced = solver._gram("o")
+    traced = solver._gram("o")[0]
     direct = tnlib.matricize(k, "o|ihw") @ tnlib.matricize(k, "o|ihw").T
     np.testing.assert_allclose(traced, direct, rtol=1e-12)
 

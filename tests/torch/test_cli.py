@@ -17,6 +17,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -97,8 +98,27 @@ def test_several_values_parse_to_the_field_type():
 def test_help_states_each_default_once_in_words():
     text = " ".join(command_parser("tnlib study", STUDY).format_help().split())
     assert "(default: every conv)" in text and "(default: 0.1 0.2 0.3 0.4 0.5 0.6)" in text
-    assert "(default: truncate cp tucker2 mps)" in text and "(default: 10)" in text
+    assert "(default: svd cp tucker2 mps)" in text and "(default: 10)" in text and "(default: 512)" in text
     assert "(default: ())" not in text and "(default: None)" not in text and "('" not in text
+
+
+def test_calibration_and_the_fine_tuning_rate_are_options_whose_help_states_the_rule():
+    args = parse(["--calibration-samples", "0", "--retrain-lr", "0.01", "--decompositions", "truncate", "cp"])
+    assert (args.calibration_samples, args.retrain_lr, args.decompositions) == (0, 0.01, ["truncate", "cp"])
+    assert (parse([]).calibration_samples, parse([]).retrain_lr) == (512, None)
+    text = " ".join(command_parser("tnlib study", STUDY).format_help().split())
+    assert "--retrain-lr RETRAIN_LR learning rate of fine-tuning" in text
+    assert "(default: --lr / 10, since fine-tuning starts from a converged model)" in text
+    assert "--lr LR learning rate of training from scratch (default: 0.05)" in text
+
+
+def test_the_last_line_counts_tasks_and_records_apart():
+    from tnlib_torch.study.cli import summary
+
+    result = SimpleNamespace(output=Path("out"), tasks_run=227, tasks_skipped=3, records=({"key": ["a"]},) * 251,
+                             paths=(), seconds=12.345)  # the fields of a StudyResult that the line reads
+    assert summary(result) == ("tnlib study: 227 tasks run, 3 skipped (recorded before); 251 records in the study; "
+                               "12.3 s; results in out")
 
 
 def test_layers_is_a_deprecated_name_of_include_that_warns_in_one_line(capsys):
@@ -125,6 +145,10 @@ def test_layers_is_a_deprecated_name_of_include_that_warns_in_one_line(capsys):
     (["--levels", "0.1", "--recovery-levels", "2"], "--recovery-levels = 2 exceeds the 1 level(s) of --levels"),
     (["--workers", "0"], "--workers must be a positive integer (>= 1), got 0"),
     (["--device", "gpu"], "--device must name a torch device"),
+    (["--retrain-lr", "0"], "--retrain-lr must be a finite number > 0, got 0.0"),
+    (["--retrain-lr", "nan"], "--retrain-lr must be a finite number > 0, got nan"),
+    (["--calibration-samples", "-1"], "--calibration-samples must be a non-negative integer (>= 0), got -1"),
+    (["--decompositions", "svd", "truncate"], "--decompositions repeats svd"),
 ])
 def test_bad_options_end_with_one_line_naming_the_option(argv, message, capsys, tmp_path):
     assert main(["study", *argv, "--output", str(tmp_path / "out"), "--quiet"]) == 2

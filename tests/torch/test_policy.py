@@ -44,6 +44,21 @@ def test_a_budget_covering_everything_keeps_the_most_accurate_options():
     assert {name: o.ranks for name, o in allocate(layers, 7).items()} == {"a": 1, "b": None}
 
 
+def test_the_leftover_budget_buys_an_option_between_frontier_points():
+    """The greedy walk stops on the frontier; an option above the hull that fits what is left is then bought.
+
+    Layer ``a``'s frontier is costs 10 and 2 (the option at cost 6 lies above the segment between them),
+    so with a budget of 8 the walk must stop at cost 2, leaving 6: the off-frontier option costing 6 fits
+    and is more accurate, and it is taken (total 7, error 0.5 instead of 0.9).
+    """
+    layers = {"a": [Option("dense", 10.0, 0.0), Option("mid", 6.0, 0.5), Option("small", 2.0, 0.6)],
+              "b": [Option("only", 1.0, 0.3)]}
+    assert [o.ranks for o in efficient_frontier(layers["a"])] == ["dense", "small"]
+    chosen = allocate(layers, 8.0)
+    assert chosen["a"].ranks == "mid" and chosen["b"].ranks == "only"
+    assert sum(o.cost for o in chosen.values()) <= 8.0
+
+
 def test_bad_budgets():
     layers = {"a": [Option(1, 2.0, 0.4)]}
     with pytest.raises(ValueError, match="below the cheapest allocation"):

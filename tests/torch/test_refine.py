@@ -270,3 +270,73 @@ def test_a_failure_after_a_layer_was_refitted_restores_the_compressed_model():
     with pytest.raises(ValueError, match="NaN"):  # read for the order, then for '0' (refitted), then for '3'
         refine_(model, compressed, ["0", "3"], _Spoiled(good=2))
     _assert_unchanged((model, compressed), snapshot)
+
+
+# ------------------------------------------------------------------------------------------- the full-kernel refit
+
+
+def _two_convs() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1)).double().eval()
+
+
+def _patch_rows(conv: nn.Conv2d, x: torch.Tensor) -> np.ndarray:
+    """The unfolded patches of ``conv``'s input, ``(positions, C kh kw)``."""
+    cols = nn.functional.unfold(x, conv.kernel_size, padding=conv.padding)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1]).detach().numpy()
+
+
+def test_the_kernel_refit_of_an_exact_structure_reaches_the_least_squares_kernel_for_the_compressed_inputs():
+    """Layer 2 at full SVD rank can hold any kernel: the refit is the dense least-squares fit of the original layer's
+    outputs from the compressed layer's inputs, and the reported error is that fit's."""
+    model, x = _two_convs(), torch.randn(24, 3, 8, 8, dtype=torch.float64)
+    compressed = _compressed(model, "svd", max_rank=1, include="0")
+    compressed[2] = tnlib_torch.SVDConv2d.from_conv(model[2], max_rank=5)  # rank 5 = out channels: any kernel
+    result = refine_(model, compressed, ["0", "2"], x, refit="kernel", ridge=0.0)["2"]
+    assert result.method == "kernel"
+    with torch.no_grad():
+        x_tilde, x_orig = compressed[1](compressed[0](x)), model[1](model[0](x))
+    p_tilde, p = _patch_rows(model[2], x_tilde), _patch_rows(model[2], x_orig)
+    target = p @ model[2].weight.detach().reshape(5, -1).numpy().T
+    solution = np.linalg.lstsq(p_tilde, target, rcond=None)[0]
+    residual = np.linalg.norm(p_tilde @ solution - target) / np.linalg.norm(target)
+    assert result.error_after == pytest.approx(residual, rel=1e-6)
+    np.testing.assert_allclose(compressed[2].folded_weight().detach().reshape(5, -1).numpy(), solution.T,
+                               rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(("method", "options"), [("tucker2", {"ranks": 2}), ("svd", {"max_rank": 2, "cut": "oh|iw"}),
+                                                 ("mps", {"max_bond": 2}), ("cp", {"rank": 3, "seed": 0})])
+def test_the_kernel_refit_never_raises_a_layers_error_and_reports_the_measured_one(method, options):
+    model, x = _two_convs(), torch.randn(16, 3, 8, 8, dtype=torch.float64)
+    compressed = _compressed(model, method, **options)
+    results = refine_(model, compressed, ["0", "2"], x, refit="kernel", fit={"seed": 0})
+    assert [r.method for r in results.values()] == ["kernel", "kernel"]
+    assert all(r.error_after <= r.error_before for r in results.values())
+    with torch.no_grad():  # the reported error is the layer's, bias excluded, on its compressed inputs
+        x_tilde = compressed[1](compressed[0](x))
+        bias = model[2].bias.reshape(1, -1, 1, 1)
+        measured = _relative_error(compressed[2](x_tilde) - bias, model[2](model[1](model[0](x))) - bias)
+    assert results["2"].error_after == pytest.approx(measured, rel=1e-6)
+
+
+def test_kernel_refittable_needs_a_known_structure_and_a_small_patch():
+    from tnlib_torch.compression.kernel_refit import kernel_refittable
+
+    model = _two_convs()
+    layer = _compressed(model, "tucker2", ranks=2)[2]
+    assert kernel_refittable(model[2], layer) and not kernel_refittable(model[2], layer, max_full=53)
+    assert not kernel_refittable(model[2], model[2])
+
+
+def test_compress_takes_the_kernel_refit_and_refuses_an_unknown_one():
+    model, x = _two_convs(), torch.randn(16, 3, 8, 8, dtype=torch.float64)
+    small, report = tnlib_torch.compress(model, "tucker2", ranks=2, calibration=x, refine="kernel", seed=0)
+    assert report.calibration["refine"] == "kernel"
+    assert all(layer.refined_error is not None for layer in report.layers.values())
+    with pytest.raises(TypeError, match="refine must be True, False or one of 'stage', 'kernel'"):
+        tnlib_torch.compress(model, "tucker2", ranks=2, calibration=x, refine="all")
+    with pytest.raises(ValueError, match="refit"):
+        refine_(model, copy.deepcopy(small), ["2"], x, refit="everything")
+    with pytest.raises(TypeError, match="fit must be a mapping"):
+        refine_(model, copy.deepcopy(small), ["2"], x, refit="kernel", fit="lm")

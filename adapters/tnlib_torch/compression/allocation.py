@@ -83,7 +83,8 @@ def total_error(chosen: Mapping[str, Option]) -> float:
 def allocate(options: Mapping[str, Sequence[Option]], budget: float, floor: float = 0.0) -> dict[str, Option]:
     """One option per layer with total cost at most ``budget`` and a small total error (see module docs).
 
-    Only the options on each layer's :func:`efficient_frontier` are used.  With ``floor`` in
+    The greedy walk uses the options on each layer's :func:`efficient_frontier`; what it leaves of
+    the budget is spent on upgrades to any more accurate option that fits.  With ``floor`` in
     ``[0, 1)``, a layer's options cheaper than ``floor`` times its costliest option (its dense
     form) are left out, unless that leaves the layer no option or the budget unreachable (then
     the floor is dropped for every layer).
@@ -130,16 +131,30 @@ def allocate(options: Mapping[str, Sequence[Option]], budget: float, floor: floa
         total -= frontier[k].cost - frontier[k + 1].cost
         position[name] = k + 1
         push(heap, name)
-    # the last move may have saved more than needed: spend what is left on the upgrades that fit
+    chosen = {name: frontiers[name][k] for name, k in position.items()}
+    return _spend_leftover(options, chosen, budget - total)
+
+
+def _spend_leftover(options: Mapping[str, Sequence[Option]], chosen: dict[str, Option],
+                    left: float) -> dict[str, Option]:
+    """``chosen`` with ``left`` of the budget spent on upgrades, the largest error reduction first.
+
+    The greedy walk along the frontiers stops at the move that reaches the budget, which may save
+    more than needed.  An upgrade is any option of a layer, on its frontier or not, more accurate
+    than the layer's choice and costing at most ``left`` more: between two frontier points lie
+    options the walk cannot stop at (coarse rank grids, CP's fitted rungs), and one of them may be
+    the one that fits what is left.
+    """
+    chosen = dict(chosen)
     while True:
-        upgrades = [(frontiers[name][position[name]].error - frontiers[name][j].error, name, j)
-                    for name in frontiers for j in range(position[name])
-                    if frontiers[name][j].cost - frontiers[name][position[name]].cost <= budget - total]
+        upgrades = [(chosen[name].error - option.error, chosen[name].cost - option.cost, name, option)
+                    for name, layer_options in options.items() for option in layer_options
+                    if option.error < chosen[name].error and option.cost - chosen[name].cost <= left]
         if not upgrades:
-            return {name: frontiers[name][k] for name, k in position.items()}
-        _, name, j = max(upgrades)
-        total += frontiers[name][j].cost - frontiers[name][position[name]].cost
-        position[name] = j
+            return chosen
+        _, saved, name, option = max(upgrades, key=lambda upgrade: upgrade[:2])
+        left += saved
+        chosen[name] = option
 
 
 def allocate_uniformly(options: Mapping[str, Sequence[Option]], fraction: float) -> dict[str, Option] | None:

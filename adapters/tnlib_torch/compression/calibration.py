@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from math import prod
 from typing import Any
 
@@ -154,6 +155,35 @@ class LayerMoments:
             return {self.labels: np.kron(moment["i"], moment["hw"])}
         return {"i": moment["i"], **kronecker_factors(moment["hw"], "hw", self.dims[1:], ("h", "w"))}
 
+    def split_metric(self, parts: Sequence[str], group: int = 0) -> dict[str, np.ndarray]:
+        """One conv group's metric as the Kronecker product of a factor per part of ``"ihw"``.
+
+        ``parts`` splits the labels ``"ihw"`` into one or two disjoint groups, each written in
+        ``"ihw"``'s order, e.g. ``("iw", "h")``: the input-side labels of an SVD cut and its
+        output-side ones (the cut ``oh|iw`` leaves ``iw`` whole on one side and ``h`` on the
+        other).  One part, ``("ihw",)``, is :meth:`metric` ``("svd")``.  From the full moment the
+        factors are its scaled partial traces (:func:`tnlib.metric.kronecker_factors`), the
+        finest Kronecker approximation the cut allows, exact when the two parts' statistics are
+        independent; from the stored factors ``{"i", "hw"}`` each part is the Kronecker product
+        of the per-label factors of :meth:`metric` ``("mps")`` (``{"i", "hw"}`` itself when asked).
+        """
+        if self.labels != "ihw":
+            raise ValueError(f"split_metric is for a conv's moments (labels 'ihw'), got labels {self.labels!r}")
+        parts = tuple(parts)
+        if len(parts) not in (1, 2) or "".join(sorted("".join(parts))) != "hiw" or any(
+                part != "".join(c for c in "ihw" if c in part) for part in parts):
+            raise ValueError(f"parts must split 'ihw' into one or two groups, each in the order of 'ihw', "
+                             f"got {parts!r}")
+        if parts == ("ihw",):
+            return self.metric("svd", group)
+        moment = self.moments[check_count(group, "group", 0, self.groups - 1, f"for a layer of {self.groups} groups")]
+        if tuple(moment) == parts:
+            return dict(moment)
+        if self.full:
+            return kronecker_factors(moment[self.labels], self.labels, self.dims, parts)
+        single = self.metric("mps", group)
+        return {part: reduce(np.kron, [single[c] for c in part]) for part in parts}
+
 
 class _Moment:
     """A float64 accumulator of one layer's input moments on the model's device.
@@ -193,7 +223,7 @@ class _Moment:
     def _add_patches(self, x: torch.Tensor) -> None:
         step = max(1, CHUNK_ENTRIES // max(1, x[:1].numel() * prod(self.layer.kernel_size)))
         for part in x.split(step):
-            patches = _patches(self.layer, _working(part))  # (n, G, C/G, Ho, Wo, kh, kw), a view
+            patches = conv_patches(self.layer, _working(part))  # (n, G, C/G, Ho, Wo, kh, kw), a view
             if self.full:
                 _add_gram(self.sums[0], patches.permute(1, 2, 5, 6, 0, 3, 4).reshape(self.groups, prod(self.dims), -1))
             else:
@@ -233,7 +263,7 @@ def _add_gram(total: torch.Tensor, rows: torch.Tensor) -> None:
         total[group] += (part @ part.T).to(total.dtype)
 
 
-def _patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def conv_patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """The conv's input patches as a view ``(n, G, C/G, Ho, Wo, kh, kw)`` of ``x`` padded as the conv pads.
 
     ``patches[n, g, c, y, z, a, b] = x_pad[n, g C/G + c, y s_h + a d_h, z s_w + b d_w]`` (stride ``s``,

@@ -35,7 +35,7 @@ second moments of every selected layer's inputs are collected in one pass
 (:func:`tnlib_torch.input_moments`), every fit and every error estimate is in
 that layer's data metric (the error of its outputs on the data, not of its
 kernel), a budget weighs each layer's output error by the loss's sensitivity to
-it if asked (:mod:`tnlib_torch.compression.sensitivity`), ``refine=True`` corrects the
+it if asked (:mod:`tnlib_torch.compression.sensitivity`), ``refine`` corrects the
 factorized layers one after the other against the original network's outputs
 (:func:`tnlib_torch.compression.refine.refine_`), and the BatchNorm statistics
 are re-estimated on the data at the end (:func:`tnlib_torch.recalibrate_batchnorm`).
@@ -64,12 +64,14 @@ from tnlib_torch.compression.request import BUDGET_ON, METHODS, SIZE_KEYWORDS, C
 from tnlib_torch.compression.surgery import factored_params, select_modules
 from tnlib_torch.layers.chain import FactorizedModule
 from tnlib_torch.layers.reports import norm_loss, relative_error
+from tnlib_torch.layers.svd import SVDConv2d
 
 __all__ = ["BUDGET_ON", "METHODS", "REFINE_SAMPLES", "SIZE_KEYWORDS", "compress", "compress_"]
 
-#: ``refine=True`` refits on at most this many calibration samples (each layer's pass reads them again;
+#: ``refine="stage"`` refits on at most this many calibration samples (each layer's pass reads them again;
 #: a least-squares refit of ``r`` unknowns per output channel is determined long before: 256 CIFAR images
-#: give 65,536 positions to a 32x32 layer).
+#: give 65,536 positions to a 32x32 layer).  ``refine="kernel"`` reads all of them (``calibration_samples``):
+#: it estimates full ``C kh kw``-square moments, which a quarter of the data fitted worse (docs/torch_compress.md).
 REFINE_SAMPLES = 256
 
 
@@ -120,7 +122,7 @@ def compress_(
     linear: bool = False,
     calibration: Any = None,
     calibration_samples: int | None = None,
-    refine: bool = False,
+    refine: bool | str = False,
     sensitivity: str = "none",
     recalibrate: bool = True,
 ) -> CompressionReport:
@@ -145,8 +147,11 @@ def compress_(
         drop singular values below ``cutoff`` times the largest (for Tucker-2,
         of each mode's unfolding, as :func:`tnlib.tucker` does).
     cut
-        For ``"svd"``, the cut of :class:`SVDConv2d` (default ``"o|ihw"``); for
-        ``"truncate"``, a cut or a sequence of cuts applied in turn (default ``"o|ihw"``).
+        For ``"svd"``, the cut of :class:`SVDConv2d`: ``"o|ihw"`` (the default of the fixed
+        policy), ``"i|ohw"``, ``"oh|iw"``, ``"ow|ih"``, or with a budget ``"auto"`` (its default):
+        each kxk conv's cut chosen by the allocation with its rank, from the union of every cut's
+        candidates (the report's ``cut`` names it); for ``"truncate"``, a cut or a sequence of cuts
+        applied in turn (default ``"o|ihw"``).
     order
         For ``"mps"``, the site order of :class:`MPSConv2d` (default ``"ihwo"``).
     fit
@@ -190,7 +195,10 @@ def compress_(
     refine
         With ``calibration``: correct the factorized layers in the order they run, each against
         the original network's outputs of that layer from the compressed network's own inputs
-        (on at most :data:`REFINE_SAMPLES` samples).
+        (``"stage"``: on at most :data:`REFINE_SAMPLES` samples): ``"kernel"`` re-decomposes each layer's best
+        dense kernel for its compressed inputs in their metric, ``"stage"`` refits the last
+        pointwise stage by least squares (:func:`tnlib_torch.compression.refine.refine_`'s
+        ``refit``); ``True`` is :data:`tnlib_torch.compression.request.REFINE_DEFAULT`.
     sensitivity
         With ``calibration`` and ``budget``: how each layer's output error is weighed,
         ``"none"`` (default: alike, which kept the most accuracy on ResNet-20, see
@@ -241,7 +249,7 @@ def compress_(
     refined = {}
     if data is not None:
         try:
-            refined = _calibrate(model, original_model, replacements, calibrated, data)
+            refined = _calibrate(model, original_model, replacements, calibrated, data, request.fit)
         except BaseException:
             for name, layer in selected.items():
                 install(model, name, layer, layer)
@@ -262,7 +270,7 @@ def compress_(
 
 
 def _calibrate(model: nn.Module, original: nn.Module | None, replacements: dict[str, Replacement],
-               calibration: Calibration, data: LayerData) -> dict[str, float]:
+               calibration: Calibration, data: LayerData, fit: Mapping[str, Any]) -> dict[str, float]:
     """The steps after the layers are installed: the refinement (if asked) and the BatchNorm statistics.
 
     Returns each refined layer's relative output error in the compressed network; ``data.seconds``
@@ -272,8 +280,10 @@ def _calibrate(model: nn.Module, original: nn.Module | None, replacements: dict[
     if original is not None:
         start = time.perf_counter()
         factorized = [name for name, r in replacements.items() if isinstance(r.module, FactorizedModule)]
-        samples = min(calibration.samples or REFINE_SAMPLES, REFINE_SAMPLES)
-        results = refine_(original, model, factorized, calibration.data, samples=samples)
+        samples = (calibration.samples if calibration.refine == "kernel"
+                   else min(calibration.samples or REFINE_SAMPLES, REFINE_SAMPLES))
+        results = refine_(original, model, factorized, calibration.data, samples=samples, refit=calibration.refine,
+                          fit=fit)
         refined = {name: result.error_after for name, result in results.items() if result.method != "skipped"}
         data.seconds["refine"] = time.perf_counter() - start
     if calibration.recalibrate:
@@ -319,7 +329,7 @@ def _layer_report(name: str, layer: nn.Module, params: int, weight: torch.Tensor
         macs_after=None if costs_after is None else macs_of(costs_after, name), note=replacement.note,
         factored_params=None if truncation is None else factored_params(layer, truncation), info=truncation,
         output_error=None if data is None else output_error(data.moments[name], weight, approx),
-        refined_error=refined_error,
+        refined_error=refined_error, cut=module.cut if isinstance(module, SVDConv2d) else None,
     )
 
 

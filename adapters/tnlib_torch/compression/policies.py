@@ -40,7 +40,12 @@ from tnlib_torch.compression.allocation import (
 from tnlib_torch.compression.calibrated import LayerData
 from tnlib_torch.compression.costs import ChainCosts
 from tnlib_torch.compression.request import CompressRequest
-from tnlib_torch.compression.structures import LinearStructure, Structure, SVDStructure, structure_of
+from tnlib_torch.compression.structures import (
+    LayerStructure,
+    LinearStructure,
+    SVDStructure,
+    structure_of,
+)
 from tnlib_torch.compression.surgery import truncated_kernel
 
 #: A budget keeps every layer at this share of the budget's fraction of its own cost, at least, when it can:
@@ -142,25 +147,26 @@ class _StructuredPolicy:
                 structures[name] = structure_of(layer, r.method, r.fit, r.cut, r.order, moments)
         return self.replacements(model, structures)
 
-    def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
+    def replacements(self, model: nn.Module, structures: dict[str, LayerStructure]) -> dict[str, Replacement]:
         raise NotImplementedError
 
-    def options(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, list[Option]]:
+    def options(self, model: nn.Module, structures: dict[str, LayerStructure]) -> dict[str, list[Option]]:
         """Each layer's candidates cheaper than the dense layer, costed exactly, and the dense layer (error 0)."""
         r = self.request
         shapes = ({} if r.input_size is None
                   else _input_shapes(model, {n: s.layer for n, s in structures.items()}, r.input_size))
         options = {}
         for name, structure in structures.items():
-            with naming(name):
-                candidates = structure.candidates()
-            chain = ChainCosts.of(structure.meta(), shapes.get(name))
-            if r.budget_on == "macs":
-                costs, dense = chain.macs(candidates.widths), macs_of(self.costs_before, name)
-            else:
-                costs, dense = chain.params(candidates.widths), count_params(structure.layer)
-            options[name] = [Option(ranks, float(cost), float(error))
-                             for ranks, cost, error in zip(candidates.ranks, costs, candidates.errors) if cost < dense]
+            dense = macs_of(self.costs_before, name) if r.budget_on == "macs" else count_params(structure.layer)
+            options[name] = []
+            for key, part in structure.variants().items():
+                with naming(name):
+                    candidates = part.candidates()
+                chain = ChainCosts.of(part.meta(), shapes.get(name))
+                costs = chain.macs(candidates.widths) if r.budget_on == "macs" else chain.params(candidates.widths)
+                options[name] += [Option(ranks if key is None else (key, *ranks), float(cost), float(error))
+                                  for ranks, cost, error in zip(candidates.ranks, costs, candidates.errors)
+                                  if cost < dense]
             options[name].append(Option(None, float(dense), 0.0))
         return options
 
@@ -168,7 +174,7 @@ class _StructuredPolicy:
 class FixedPolicy(_StructuredPolicy):
     """Each layer fitted with the request's criteria; kept dense where that is not smaller."""
 
-    def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
+    def replacements(self, model: nn.Module, structures: dict[str, LayerStructure]) -> dict[str, Replacement]:
         r = self.request
         replacements = {}
         for name, structure in structures.items():
@@ -193,21 +199,44 @@ class BudgetPolicy(_StructuredPolicy):
     budget's fraction at least, is compared with the uniform one (every layer at the budget's
     fraction of its own cost) on that objective, and the better is built; ``scores["allocation"]``
     records both objectives, the choice and the weights.
+
+    Layers with several variants (``cut="auto"``: :class:`SVDCutChoice`) offer the union of their
+    variants' candidates, keyed ``(cut, r)``.  The greedy allocation of the union is also compared
+    with the greedy allocation restricted to each single cut (every such layer along that cut), so
+    the objective of the allocation built is at most that of every single cut at the same budget;
+    ``scores["allocation"]["cuts"]`` records those objectives (``None`` for a cut the budget cannot
+    reach), and ``"chosen"`` names the winner (``"greedy"``, ``"uniform"`` or ``"cut o|ihw"``).
     """
 
-    def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
+    def replacements(self, model: nn.Module, structures: dict[str, LayerStructure]) -> dict[str, Replacement]:
         weights = None if self.data is None else self.data.weights
         options = {name: layer_options if weights is None else
                    [Option(o.ranks, o.cost, o.error * weights[name]) for o in layer_options]
                    for name, layer_options in self.options(model, structures).items()}
         fraction = self.request.budget
-        greedy = allocate(options, fraction * _dense_cost(options), floor=FLOOR_SHARE * fraction)
-        uniform = allocate_uniformly(options, fraction)
-        better = uniform is not None and total_error(uniform) < total_error(greedy)
+        allocations = {"greedy": self._greedy(options), "uniform": allocate_uniformly(options, fraction)}
+        keys = dict.fromkeys(key for s in structures.values() for key in s.variants() if key is not None)
+        choosing = {name for name, structure in structures.items() if None not in structure.variants()}
+        for key in keys:
+            allocations[f"cut {key}"] = self._greedy(
+                {name: [o for o in layer_options if name not in choosing or o.ranks is None or o.ranks[0] == key]
+                 for name, layer_options in options.items()}, required=False)
+        objectives = {label: None if chosen is None else total_error(chosen) for label, chosen in allocations.items()}
+        best = min((label for label, value in objectives.items() if value is not None), key=objectives.__getitem__)
         self.scores["allocation"] = {
-            "chosen": "uniform" if better else "greedy", "greedy": total_error(greedy),
-            "uniform": None if uniform is None else total_error(uniform), "weights": weights}
-        return _built(structures, uniform if better else greedy)
+            "chosen": best, "greedy": objectives["greedy"], "uniform": objectives["uniform"], "weights": weights,
+            **({"cuts": {key: objectives[f"cut {key}"] for key in keys}} if keys else {})}
+        return _built(structures, allocations[best])
+
+    def _greedy(self, options: dict[str, list[Option]], required: bool = True) -> dict[str, Option] | None:
+        """:func:`allocate` at the budget with the floor; not ``required``: ``None`` if the budget is out of reach."""
+        fraction = self.request.budget
+        try:
+            return allocate(options, fraction * _dense_cost(options), floor=FLOOR_SHARE * fraction)
+        except ValueError:
+            if required:
+                raise
+            return None
 
 
 class AccuracyPolicy(_StructuredPolicy):
@@ -217,7 +246,7 @@ class AccuracyPolicy(_StructuredPolicy):
     layer, ``[(ranks, cost, score), ...]`` of every candidate evaluated.
     """
 
-    def replacements(self, model: nn.Module, structures: dict[str, Structure]) -> dict[str, Replacement]:
+    def replacements(self, model: nn.Module, structures: dict[str, LayerStructure]) -> dict[str, Replacement]:
         r = self.request
         options = self.options(model, structures)
         self.scores["baseline"] = _score(r.evaluate, model, "the uncompressed model")
@@ -226,7 +255,7 @@ class AccuracyPolicy(_StructuredPolicy):
             scored[name], self.scores[name] = self._scored_layer(model, name, structure, options[name])
         return _built(structures, select_by_score(scored, r.budget * _dense_cost(options)))
 
-    def _scored_layer(self, model: nn.Module, name: str, structure: Structure,
+    def _scored_layer(self, model: nn.Module, name: str, structure: LayerStructure,
                       options: list[Option]) -> tuple[list[tuple[Option, float]], list[tuple]]:
         """The layer's picks at the request's cost fractions, each scored with that layer alone compressed."""
         frontier = efficient_frontier(options)
@@ -283,7 +312,7 @@ def _score(evaluate: Callable[[nn.Module], float], model: nn.Module, what: str) 
     return float(score)
 
 
-def _built(structures: dict[str, Structure], chosen: dict[str, Option]) -> dict[str, Replacement]:
+def _built(structures: dict[str, LayerStructure], chosen: dict[str, Option]) -> dict[str, Replacement]:
     replacements = {}
     for name, option in chosen.items():
         if option.ranks is None:

@@ -26,19 +26,27 @@ so a pass costs the network up to layer ``k`` only.
   ``sum ||f~(x~) - y||**2 / sum ||y||**2`` on the first :data:`ADAM_SAMPLES` samples, keeping the
   best parameters seen (the starting ones included).
 
-In both cases the layer is written only if that lowers its error, so ``error_after <= error_before``.
+* **The whole kernel** (``refit="kernel"``, for a layer whose patch has at most
+  :data:`~tnlib_torch.compression.calibration.DEFAULT_MAX_FULL` entries): the pass collects the
+  layer's input ``x`` in the *original* model instead of its output, and the layer is re-decomposed
+  at its ranks from ``W* = W E[x x~^T] E[x~ x~^T]^-1``, the best dense kernel for the compressed
+  inputs, in the metric ``E[x~ x~^T]`` (:mod:`tnlib_torch.compression.kernel_refit`); its errors
+  exclude the bias.  Other layers take the two paths above.
+
+In every case the layer is written only if that lowers its error, so ``error_after <= error_before``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tnlib._validation import check_nonnegative_real, describe
+from tnlib._validation import check_choice, check_nonnegative_real, describe
 from tnlib_torch._checks import check_count, check_module
 from tnlib_torch.compression.calibration import DEFAULT_BATCH
 from tnlib_torch.compression.data_pass import (
@@ -49,6 +57,7 @@ from tnlib_torch.compression.data_pass import (
     input_batches,
     model_device,
 )
+from tnlib_torch.compression.kernel_refit import CrossMoments, kernel_refittable, refit_kernel
 from tnlib_torch.compression.refits import (
     ADAM_SAMPLES,
     KeptSamples,
@@ -60,8 +69,12 @@ from tnlib_torch.layers.chain import FactorizedConv2d, FactorizedModule
 from tnlib_torch.layers.geometry import ConvGeometry
 from tnlib_torch.layers.svd import SVDLinear
 
-__all__ = ["ADAM_SAMPLES", "LayerRefinement", "refine_"]
+__all__ = ["ADAM_SAMPLES", "REFITS", "LayerRefinement", "refine_"]
 
+#: What :func:`refine_` refits: ``"stage"``, the last pointwise stage by least squares (else Adam);
+#: ``"kernel"``, the whole kernel re-decomposed for the compressed inputs
+#: (:mod:`tnlib_torch.compression.kernel_refit`; the ``"stage"`` path for a layer it does not serve).
+REFITS = ("stage", "kernel")
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,8 @@ class LayerRefinement:
         The layer's qualified name.
     method
         ``"least_squares"`` (the last stage refitted in closed form), ``"adam"`` (all the layer's
-        parameters optimized) or ``"skipped"`` (the layer is not factorized in ``compressed``).
+        parameters optimized), ``"kernel"`` (the whole kernel re-decomposed, ``refit="kernel"``) or
+        ``"skipped"`` (the layer is not factorized in ``compressed``).
     error_before, error_after
         The relative output error ``sqrt(sum ||f~(x~) - y||**2 / sum ||y||**2)`` of the layer before and
         after, over every output position of the ``samples`` samples; ``None`` when skipped.  For least
@@ -82,7 +96,7 @@ class LayerRefinement:
         stages before the last computed in the layer's dtype), the weights as stored.
     samples
         The samples the errors (and the fit) used: all the data read (at most ``samples`` of
-        :func:`refine_`) for least squares, at most :data:`ADAM_SAMPLES` for Adam, 0 when skipped.
+        :func:`refine_`) for least squares and the kernel refit, at most :data:`ADAM_SAMPLES` for Adam, 0 when skipped.
     """
 
     name: str
@@ -107,6 +121,8 @@ def refine_(
     steps: int = 50,
     lr: float = 1e-3,
     ridge: float = 1e-6,
+    refit: str = "stage",
+    fit: Mapping[str, Any] | None = None,
 ) -> dict[str, LayerRefinement]:
     """Refit the factorized layers of ``compressed`` to the outputs of ``original``, in forward order, in place.
 
@@ -147,7 +163,13 @@ def refine_(
         Adam's steps and learning rate for layers whose last stage is not pointwise.
     ridge
         ``lam / mean(diag E[z z^T])`` of the least-squares fit, ``>= 0``; ``0`` gives the
-        minimum-norm least-squares solution.
+        minimum-norm least-squares solution.  The kernel refit regularizes ``E[x~ x~^T]`` likewise.
+    refit
+        ``"stage"`` (default: the last pointwise stage, else Adam) or ``"kernel"`` (the whole
+        kernel, see the module docs), :data:`REFITS`.
+    fit
+        Keywords of the layers' ``from_conv`` for the kernel refit (a CP fit's ``seed``,
+        ``max_iter``); ``None``: their defaults.
 
     Returns
     -------
@@ -171,6 +193,9 @@ def refine_(
     steps = check_count(steps, "steps")
     lr = _check_lr(lr)
     ridge = check_nonnegative_real(ridge, "ridge")
+    check_choice(refit, "refit", REFITS)
+    if fit is not None and not isinstance(fit, Mapping):
+        raise TypeError(f"fit must be a mapping of keywords for the layers' from_conv, got {describe(fit)}")
     layers = _factorized_layers(original, compressed, names)
     devices = model_device(original), model_device(compressed)
     batches = input_batches(data, batch_size)
@@ -181,7 +206,8 @@ def refine_(
     saved = {name: {k: v.detach().clone() for k, v in layers[name].state_dict().items()} for name in order}
     passes = _Passes(original, compressed, batches, samples, devices)
     try:
-        results = {name: _refine_layer(name, layers[name], passes, steps, lr, ridge, batch_size) for name in order}
+        results = {name: _refine_layer(name, layers[name], passes, steps, lr, ridge, batch_size, refit, fit or {})
+                   for name in order}
     except BaseException:
         for name, state in saved.items():
             layers[name].load_state_dict(state)
@@ -274,20 +300,24 @@ class _Passes:
                  devices: tuple[torch.device, torch.device]) -> None:
         self.models, self.batches, self.samples, self.devices = (original, compressed), batches, samples, devices
 
-    def run(self, name: str, sink: Callable[[Tensor, Tensor], None]) -> int:
-        """Call ``sink(x~, y)`` on every batch (``y`` on ``x~``'s device); the number of samples read."""
+    def run(self, name: str, sink: Callable[[Tensor, Tensor], None], original_input: bool = False) -> int:
+        """Call ``sink(x~, y)`` on every batch (``y`` on ``x~``'s device); the number of samples read.
+
+        ``y`` is the layer's output in the original model, or with ``original_input`` its input there.
+        """
         captured: dict[str, Tensor] = {}
 
         def keep_output(module: nn.Module, args: Any, output: Tensor) -> None:
             captured["y"] = output
             raise StopForward
 
-        def keep_input(module: nn.Module, args: Any) -> None:
-            captured["x"] = args[0]
+        def keep_input(module: nn.Module, args: Any, key: str = "x") -> None:
+            captured[key] = args[0]
             raise StopForward
 
         original, compressed = (model.get_submodule(name) for model in self.models)
-        handles = [original.register_forward_hook(keep_output), compressed.register_forward_pre_hook(keep_input)]
+        handles = [original.register_forward_pre_hook(partial(keep_input, key="y")) if original_input
+                   else original.register_forward_hook(keep_output), compressed.register_forward_pre_hook(keep_input)]
         seen = 0
         try:
             with evaluation_mode(self.models[0], train=()), evaluation_mode(self.models[1], train=()):
@@ -306,7 +336,13 @@ class _Passes:
 
 
 def _refine_layer(name: str, layer: FactorizedModule, passes: _Passes, steps: int, lr: float, ridge: float,
-                  batch_size: int) -> LayerRefinement:
+                  batch_size: int, refit: str, fit: Mapping[str, Any]) -> LayerRefinement:
+    dense = passes.models[0].get_submodule(name)
+    if refit == "kernel" and kernel_refittable(dense, layer):
+        cross = CrossMoments(dense)
+        seen = passes.run(name, cross.add, original_input=True)
+        before, after = refit_kernel(name, dense, layer, cross, fit, ridge)
+        return LayerRefinement(name, "kernel", before, after, seen)
     last = layer.layers[-1]
     if pointwise(last):
         system = NormalEquations(last)

@@ -62,6 +62,9 @@ class LayerCompression:
     refined_error
         With ``refine``: the relative error of the layer's outputs in the compressed network (its
         own inputs) against the original network's, bias included, after the refinement; else ``None``.
+    cut
+        The cut of an :class:`SVDConv2d` split (``"o|ihw"``, ``"oh|iw"``, ...; with ``cut="auto"`` the one
+        the budget chose for this layer), else ``None``.
     """
 
     name: str
@@ -81,6 +84,7 @@ class LayerCompression:
     info: TruncationInfo | None = None
     output_error: float | None = None
     refined_error: float | None = None
+    cut: str | None = None
 
     @property
     def params(self) -> int:
@@ -201,7 +205,8 @@ class CompressionReport:
         rows = [("layer", "structure", "ranks", "params", "MACs", "rel_error", "norm_loss")
                 + ("output_error",) * calibrated + ("refined_error",) * refined]
         for layer in self.layers.values():
-            rows.append((layer.name, layer.structure, ",".join(map(str, layer.ranks)) or "-",
+            structure = layer.structure if layer.cut is None else f"{layer.structure} {layer.cut}"
+            rows.append((layer.name, structure, ",".join(map(str, layer.ranks)) or "-",
                          _change(layer.params_before, layer.params_after),
                          _change(layer.macs_before, layer.macs_after),
                          f"{layer.rel_error:.4f}", f"{layer.norm_loss:.4f}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from tnlib._validation import check_choice, check_seed
 from tnlib_torch._checks import check_bool, check_count
+from tnlib_torch.compression.refine import REFITS
 
 #: The compression methods.
 METHODS = ("tucker2", "cp", "mps", "svd", "truncate")
@@ -24,6 +25,8 @@ SIZE_KEYWORDS = {"tucker2": "ranks", "cp": "rank", "mps": "max_bond", "svd": "ma
 BUDGET_ON = ("params", "macs")
 #: How a calibrated budget weighs each layer's output error (:mod:`tnlib_torch.compression.sensitivity`).
 SENSITIVITIES = ("fisher", "measured", "none")
+#: What ``refine=True`` refits (:data:`tnlib_torch.compression.refine.REFITS`).
+REFINE_DEFAULT = "kernel"
 #: The methods that take each structure option.
 _OPTION_METHODS = {"cutoff": ("tucker2", "mps", "svd", "truncate"), "cut": ("svd", "truncate"), "order": ("mps",)}
 
@@ -33,14 +36,15 @@ class Calibration:
     """The calibration of one :func:`tnlib_torch.compress_` call: its data and what to do with it.
 
     ``data`` is the caller's (a tensor of inputs, or an iterable of input batches or
-    ``(input, target)`` pairs), read at most ``samples`` samples per pass; ``refine`` asks for the
-    sequential error correction, ``sensitivity`` for the weights of a budget's layers, ``recalibrate``
-    for the BatchNorm statistics re-estimated at the end.
+    ``(input, target)`` pairs), read at most ``samples`` samples per pass; ``refine`` names the
+    sequential error correction (``refine_``'s ``refit``; ``None``: none), ``sensitivity`` asks for
+    the weights of a budget's layers, ``recalibrate`` for the BatchNorm statistics re-estimated at
+    the end.
     """
 
     data: Any
     samples: int | None = None
-    refine: bool = False
+    refine: str | None = None
     sensitivity: str = "none"
     recalibrate: bool = True
 
@@ -92,7 +96,8 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
     if budget_on not in BUDGET_ON:
         raise ValueError(f"budget_on must be one of {', '.join(map(repr, BUDGET_ON))}; got {budget_on!r}")
     common = dict(method=method, size=size, rel_error=rel_error, cutoff=options["cutoff"],
-                  cut=options["cut"] or "o|ihw", order=options["order"] or "ihwo", fit=fit, linear=linear,
+                  cut=_checked_cut(method, options["cut"], budget), order=options["order"] or "ihwo", fit=fit,
+                  linear=linear,
                   budget_on=budget_on, input_size=None if input_size is None else tuple(input_size),
                   calibration=_checked_calibration(method, calibration or {}))
     criteria = [name for name, value in ((SIZE_KEYWORDS[method], size), ("rel_error", rel_error),
@@ -111,16 +116,39 @@ def check_request(method: Any, *, rel_error: Any, sizes: dict[str, Any], options
                            fractions=tuple(fractions.tolist()), **common)
 
 
+def _checked_cut(method: str, cut: Any, budget: Any) -> Any:
+    """The cut: ``"auto"`` (each layer's chosen by the allocation) is a budget's, and its default for ``"svd"``;
+    any other call defaults to ``"o|ihw"``."""
+    if isinstance(cut, str) and cut == "auto":
+        if method != "svd" or budget is None:
+            raise ValueError(f"cut='auto' chooses each layer's cut in a budget's allocation (method 'svd' with "
+                             f"budget=); give a cut such as 'o|ihw' (method {method!r}, budget={budget!r})")
+        return cut
+    if cut is None:
+        return "auto" if method == "svd" and budget is not None else "o|ihw"
+    return cut
+
+
+def _checked_refine(refine: Any) -> str | None:
+    """``refine=`` as the refit it asks for: ``None`` (no refinement), ``"stage"`` or ``"kernel"``; ``True`` is
+    :data:`REFINE_DEFAULT`."""
+    if isinstance(refine, bool):
+        return REFINE_DEFAULT if refine else None
+    if isinstance(refine, str) and refine in REFITS:
+        return refine
+    raise TypeError(f"refine must be True, False or one of {', '.join(map(repr, REFITS))}; got {refine!r}")
+
+
 def _checked_calibration(method: str, given: Mapping[str, Any]) -> Calibration | None:
     """The calibration asked for, or ``None``; options that need data are refused without it."""
     data, samples = given.get("data"), given.get("samples")
     refine, sensitivity = given.get("refine", False), given.get("sensitivity", "none")
     recalibrate = given.get("recalibrate", True)
-    check_bool(refine, "refine")
+    refine = _checked_refine(refine)
     check_bool(recalibrate, "recalibrate")
     check_choice(sensitivity, "sensitivity", SENSITIVITIES)
     if data is None:
-        needing = [name for name, value, default in (("calibration_samples", samples, None), ("refine", refine, False),
+        needing = [name for name, value, default in (("calibration_samples", samples, None), ("refine", refine, None),
                                                      ("sensitivity", sensitivity, "none"),
                                                      ("recalibrate", recalibrate, True)) if value != default]
         if needing:

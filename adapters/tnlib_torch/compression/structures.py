@@ -11,7 +11,8 @@ kernels ``K_g`` and, for a cut ``c`` and a rank ``r`` common to the groups, the
 relative tail ``t_c(r) = sum_g sum_(k >= r) s_(g,c,k)^2 / sum_g ||K_g||^2`` of
 their singular values ``s_(g,c,k)`` across ``c``:
 
-* SVD along the cut ``c`` at rank ``r``: ``t_c(r)``, exact (Eckart-Young, per group);
+* SVD along the cut ``c`` at rank ``r``: ``t_c(r)``, exact (Eckart-Young, per group); with
+  ``cut="auto"`` (:class:`SVDCutChoice`) the candidates of every cut of :data:`SVD_CUTS`;
 * Tucker-2 at ``(r_o, r_i)``: ``t_(o|ihw)(r_o) + t_(i|ohw)(r_i)``, the HOSVD bound
   (ST-HOSVD errs no more);
 * MPS at bonds ``b_k``: ``sum_k t_(c_k)(b_k)`` over the bond cuts ``c_k``, the
@@ -23,8 +24,9 @@ With calibration moments (:class:`tnlib_torch.LayerMoments`) every norm above is
 metric (:mod:`tnlib.metric`): the spectra, the tails, the errors and the fits are those of the
 layer's outputs on the calibration data (bias excluded), ``||W - W~||_M / ||W||_M``.  The metric
 has the form the structure leaves whole (:meth:`LayerMoments.metric`): ``{"ihw"}`` across
-``o|ihw`` (an SVD split, exact), ``{"i", "hw"}`` for Tucker-2, one matrix per label for an MPS,
-CP and an SVD along another cut (the Kronecker-factored moment).
+``o|ihw`` (an SVD split, exact), a factor per side for an SVD along another cut
+(:meth:`LayerMoments.split_metric`, ``{"iw", "h"}`` across ``oh|iw``), ``{"i", "hw"}`` for
+Tucker-2, one matrix per label for an MPS and CP (the Kronecker-factored moment).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from tnlib_torch.layers.factorized import MPSConv2d, Tucker2Conv2d
 from tnlib_torch.layers.geometry import ConvGeometry
 from tnlib_torch.layers.svd import SVDConv2d, SVDLinear
 
+#: The cuts of :class:`SVDConv2d` (each splits ``o`` from ``i``) among which ``cut="auto"`` chooses per layer.
+SVD_CUTS = ("o|ihw", "i|ohw", "oh|iw", "ow|ih")
 #: The most values a grid of candidate ranks takes per mode or bond (Tucker-2, MPS).
 GRID_POINTS = {"tucker2": 48, "mps": 12}
 #: Tucker-2 candidates keep the fractions ``r_o / (out/G)`` and ``r_i / (in/G)`` of their two modes within this
@@ -130,6 +134,10 @@ class Structure(ABC):
             self._built[ranks] = self.build(ranks)
         return self._built[ranks]
 
+    def variants(self) -> dict[str | None, Structure]:
+        """The structures whose candidates a budget chooses among, by key: ``{None: self}``, this one alone."""
+        return {None: self}
+
     @abstractmethod
     def meta(self) -> FactorizedModule:
         """A layer of this structure at the smallest ranks, on the meta device (for :class:`ChainCosts`)."""
@@ -161,12 +169,25 @@ class ConvStructure(Structure):
 
 
 class SVDStructure(ConvStructure):
-    """:class:`SVDConv2d` along ``cut`` (any cut splits a 1x1 conv into two 1x1 convs)."""
+    """:class:`SVDConv2d` along ``cut`` (any cut splits a 1x1 conv into two 1x1 convs).
+
+    With moments the metric is :meth:`LayerMoments.split_metric` of the cut's two sides: the full
+    ``{"ihw"}`` across ``o|ihw``, else a factor over the input side's labels and one over the output
+    side's spatial labels (``{"iw", "h"}`` across ``oh|iw``), the finest form the cut leaves whole.
+    """
 
     def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], cut: str, moments: LayerMoments | None = None) -> None:
         super().__init__(layer, fit, moments)
         self.cut = cut
-        self.metric_kind = "svd" if tnlib.Cut(cut) == "o|ihw" else "mps"  # another cut splits "ihw"
+
+    @cached_property
+    def metrics(self) -> list[dict[str, np.ndarray]] | None:
+        if self.moments is None:
+            return None
+        c = tnlib.Cut(self.cut).check("oihw")
+        sides = (c.left, c.right) if "i" in c.left else (c.right, c.left)
+        parts = tuple(p for p in ("".join(a for a in "ihw" if a in side) for side in sides) if p)
+        return [self.moments.split_metric(parts, g) for g in range(self.moments.groups)]
 
     def meta(self) -> FactorizedModule:
         return SVDConv2d(**self.meta_kwargs(), rank=1, cut=self.cut)
@@ -181,6 +202,32 @@ class SVDStructure(ConvStructure):
 
     def build(self, ranks: tuple[int, ...]) -> nn.Module:
         return SVDConv2d.from_conv(self.layer, self.cut, max_rank=ranks[0], **self.fitted())
+
+
+class SVDCutChoice:
+    """:class:`SVDConv2d` of a kxk conv along the cut a budget chooses: ``cut="auto"``.
+
+    Its :meth:`variants` are the :class:`SVDStructure` of every cut in :data:`SVD_CUTS`, keyed by
+    the cut; a budget's options for the layer are the union of theirs, each named ``(cut, r)``
+    (:meth:`at`), so the allocation picks the (cut, rank) of the least estimated error at its cost
+    on one frontier over every cut's candidates.
+    """
+
+    def __init__(self, layer: nn.Conv2d, fit: Mapping[str, Any], moments: LayerMoments | None = None) -> None:
+        self.layer = layer
+        self.parts = {cut: SVDStructure(layer, fit, cut, moments) for cut in SVD_CUTS}
+
+    def variants(self) -> dict[str | None, Structure]:
+        return dict(self.parts)
+
+    def at(self, ranks: tuple[Any, ...]) -> nn.Module:
+        """The split along ``ranks[0]``, a cut of :data:`SVD_CUTS`, at the rank ``ranks[1]``."""
+        cut, *rest = ranks
+        return self.parts[cut].at(tuple(rest))
+
+
+#: What :func:`structure_of` gives a layer: one structure, or a choice among several (:meth:`Structure.variants`).
+LayerStructure = Structure | SVDCutChoice
 
 
 class LinearStructure(Structure):
@@ -336,8 +383,10 @@ class CPStructure(ConvStructure):
 
 
 def structure_of(layer: nn.Module, method: str, fit: Mapping[str, Any], cut: str, order: str,
-                 moments: LayerMoments | None = None) -> Structure:
+                 moments: LayerMoments | None = None) -> LayerStructure:
     """The structure a selected layer gets under ``method``: the method's, or the SVD split of a matrix.
+
+    ``cut="auto"`` (method ``"svd"``, a budget's) gives a kxk conv the :class:`SVDCutChoice`.
 
     A 1x1 conv and an ``nn.Linear`` are matrices, whose best approximation by
     every method is their truncated SVD; their fit takes only the ``seed`` of
@@ -347,10 +396,10 @@ def structure_of(layer: nn.Module, method: str, fit: Mapping[str, Any], cut: str
     matrix_fit = fit if method == "svd" else {key: value for key, value in fit.items() if key == "seed"}
     if isinstance(layer, nn.Linear):
         return LinearStructure(layer, matrix_fit, moments)
-    if method == "svd":
-        return SVDStructure(layer, fit, cut, moments)
     if tuple(layer.kernel_size) == (1, 1):
-        return SVDStructure(layer, matrix_fit, "o|ihw", moments)
+        return SVDStructure(layer, matrix_fit, "o|ihw" if cut == "auto" or method != "svd" else cut, moments)
+    if method == "svd":
+        return SVDCutChoice(layer, fit, moments) if cut == "auto" else SVDStructure(layer, fit, cut, moments)
     if method == "mps":
         return MPSStructure(layer, fit, order, moments)
     return {"tucker2": Tucker2Structure, "cp": CPStructure}[method](layer, fit, moments)

@@ -20,12 +20,16 @@ import argparse
 import dataclasses
 import sys
 import typing
+from typing import TYPE_CHECKING
 
 from tnlib.cli import Command
 from tnlib_torch._checks import check_count
 from tnlib_torch.study.config import RENAMED, StudyConfig, checked_fields
 from tnlib_torch.study.inputs import check_device
 from tnlib_torch.study.store import FolderInUseError
+
+if TYPE_CHECKING:
+    from tnlib_torch.study.pipeline import StudyResult
 
 __all__ = ["STUDY"]
 
@@ -42,11 +46,16 @@ FIELD_HELP = {
     "train_epochs": "epochs of training when no checkpoint is given",
     "retrain_epochs": "epochs of fine-tuning in the recovery and decomposition stages",
     "recovery_levels": "how many of the largest levels get recovery fine-tuning",
-    "decompositions": "the structures compared at equal parameter count",
+    "decompositions": "the structures compared at equal parameter count (svd: the cut truncation as two factors; "
+                      "truncate, its old name, is read as svd)",
+    "calibration_samples": "training images the data-aware steps see (the sweep's data error, the calibrated "
+                           "decompositions); 0: none",
     "eval_samples": "evaluate on at most this many test samples (default: all)",
     "train_samples": "train and fine-tune on at most this many training samples (default: all)",
     "batch_size": "batch size of every loader",
-    "lr": "learning rate of (re)training",
+    "lr": "learning rate of training from scratch",
+    "retrain_lr": "learning rate of fine-tuning (recovery, its control, decompositions) (default: --lr / 10, "
+                  "since fine-tuning starts from a converged model)",
     "seed": "the seed of everything random",
     "device": "cpu, cuda, cuda:1, ...",
 }
@@ -137,12 +146,18 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run_study(config, args.output, workers=args.workers, scheduler=args.scheduler, force=args.force,
                        progress=not args.quiet, download=args.download)
-    print(f"tnlib study: {result.tasks_run} measurements run, {result.tasks_skipped} already recorded, "
-          f"{result.seconds:.1f} s; results in {result.output}")
+    print(summary(result))
     for path in result.paths:
         if path.name == "report.md":
             print(f"report: {path}")
     return 0
+
+
+def summary(result: StudyResult) -> str:
+    """The line that ends a run: the tasks run and skipped (a task gives one or more records), the records
+    of the study's grid in the folder, the time and the folder."""
+    return (f"tnlib study: {result.tasks_run} tasks run, {result.tasks_skipped} skipped (recorded before); "
+            f"{len(result.records)} records in the study; {result.seconds:.1f} s; results in {result.output}")
 
 
 #: ``tnlib study``, the entry point ``study`` of the group ``tnlib.commands``.

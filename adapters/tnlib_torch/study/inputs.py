@@ -14,7 +14,10 @@
   ... ``"resnet110"``) get the ``"cifar-resnet"`` normalization instead, the one their published
   checkpoints were trained with.  ``eval_samples`` keeps the first ``eval_samples`` test images of a
   permutation seeded by ``seed`` (in data set order, not stratified); ``train_samples`` keeps training
-  images the same way.  :func:`fetch_data` downloads a missing CIFAR into ``data_root`` first.
+  images the same way.  An image folder's files are listed first and only the images kept are decoded
+  (once, kept in memory).  :func:`fetch_data` downloads a missing CIFAR into ``data_root`` first;
+- **the calibration data** (:meth:`StudyInputs.calibration_loader`): the first training images of a
+  seeded permutation, not augmented, for the steps that look at a layer's inputs.
 
 What :func:`~tnlib_torch.study.pipeline.run_study` checks before it opens the output folder, besides the
 inputs: the device (:func:`check_device`) and the checkpoint file (:func:`check_checkpoint`, before the
@@ -26,6 +29,7 @@ and the data themselves.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import inspect
@@ -40,9 +44,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from tnlib_torch._checks import check_count
 from tnlib_torch.study.config import StudyConfig
 from tnlib_torch.study.selection import select_dense_convs
-from tnlib_torch.zoo.data import cifar10, cifar100, digits, image_folder, loader
+from tnlib_torch.zoo.data import ImageDataset, ImageFolder, cifar10, cifar100, digits, image_folder, loader
 from tnlib_torch.zoo.models import CIFAR_RESNET_DEPTHS, MODELS, build_model
 from tnlib_torch.zoo.weights import _read_state_dict
 
@@ -98,6 +103,23 @@ class StudyInputs:
         return (loader(self.train_set, batch_size, shuffle=True, seed=seed),
                 loader(self.test_set, batch_size, seed=seed))
 
+    def calibration_loader(self, samples: int, batch_size: int, seed: int) -> DataLoader:
+        """The calibration batches: ``(inputs, targets)`` of the first ``samples`` images of ``train_set`` in a
+        permutation seeded by ``seed`` (all of them when it holds fewer), in data set order, not augmented,
+        not shuffled.
+
+        The same arguments give the same batches in every process; the images are those the study trains on
+        (``train_set``, capped by ``train_samples``), seen as they are, without the random crops and flips of
+        training.
+
+        Raises
+        ------
+        ValueError, TypeError
+            ``samples`` or ``batch_size`` not an int >= 1, ``seed`` not an int >= 0.
+        """
+        check_count(samples, "samples", 1)
+        return loader(_capped(_unaugmented(self.train_set), samples, seed), batch_size, seed=seed)
+
 
 def resolve_inputs(config: StudyConfig) -> StudyInputs:
     """The model factory, the data and the layers of ``config``, checked.
@@ -120,8 +142,8 @@ def resolve_inputs(config: StudyConfig) -> StudyInputs:
     factory = _factory(config.model, len(classes), int(image.shape[0]))
     model = _built(factory, config.model, config.seed)
     _check_fits(model, image, len(classes), config)
-    train_set = _capped(train_set, config.train_samples, config.seed)
-    test_set = _capped(test_set, config.eval_samples, config.seed)
+    train_set = _decoded(_capped(train_set, config.train_samples, config.seed))
+    test_set = _decoded(_capped(test_set, config.eval_samples, config.seed))
     return StudyInputs(config.model, factory, train_set, test_set, tuple(classes), int(image.shape[0]),
                        tuple(select_dense_convs(model, config.include or None)))
 
@@ -267,8 +289,8 @@ def _image_folders(root: Path, normalize: str) -> tuple[Dataset, Dataset, list[s
     if missing:
         raise ValueError(f"image folder {root} has no {' and no '.join(f'{name}/' for name in missing)} subfolder; "
                          "it must hold train/<class>/<image> and test/<class>/<image>")
-    train_set = image_folder(root / "train", normalize=normalize, augment=True, preload=True)
-    test_set = image_folder(root / "test", normalize=normalize, preload=True)
+    train_set = image_folder(root / "train", normalize=normalize, augment=True)
+    test_set = image_folder(root / "test", normalize=normalize)
     if test_set.classes != train_set.classes:
         raise ValueError(f"image folder {root}: train/ holds the classes {train_set.classes}, "
                          f"test/ holds {test_set.classes}; they must be the same")
@@ -281,3 +303,29 @@ def _capped(dataset: Dataset, samples: int | None, seed: int) -> Dataset:
         return dataset
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     return Subset(dataset, sorted(order[:samples].tolist()))
+
+
+def _decoded(dataset: Dataset) -> Dataset:
+    """An image folder, or a :class:`Subset` of one, as an :class:`ImageFolder` of its images decoded now and
+    kept in memory (in the same order, so with the same items); any other data set as it is.
+
+    Only the images a study uses are decoded: 11,000 of CIFAR-10's 60,000 for 10,000 training and 1,000 test
+    samples.
+    """
+    folder, indices = (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, None)
+    if not isinstance(folder, ImageFolder):
+        return dataset
+    indices = range(len(folder)) if indices is None else indices
+    return ImageFolder([folder.samples[i] for i in indices], folder.classes, folder.normalize, folder.augment,
+                       pixels=[folder._pixels(i) for i in indices])  # the decoding hook of ImageDataset
+
+
+def _unaugmented(dataset: Dataset) -> Dataset:
+    """``dataset`` seen without augmentation: a shallow copy with ``augment = False`` (sharing its images)."""
+    if isinstance(dataset, Subset):
+        return Subset(_unaugmented(dataset.dataset), dataset.indices)
+    if isinstance(dataset, ImageDataset) and dataset.augment:
+        plain = copy.copy(dataset)
+        plain.augment = False
+        return plain
+    return dataset

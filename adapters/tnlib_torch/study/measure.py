@@ -7,12 +7,13 @@ convolutional models", takes a trained CNN and measures
 2. the spectrum and entanglement entropies of every conv kernel across every cut
    of its labels ``"oihw"`` (:func:`layer_spectra`);
 3. a truncation sweep: one layer's kernel truncated across one cut at a relative
-   error, alone (:func:`truncate_one`) or every selected layer at once
+   error, alone (:func:`truncate_one`; every cut and level of one layer in one
+   task, :func:`sweep_layer`) or every selected layer at once
    (:func:`truncate_all`), and the accuracy that is left;
 4. the recovery of an aggressive truncation by fine-tuning (:func:`recovery`),
    beside the untruncated model fine-tuned the same way (:func:`recovery_control`);
 5. cut truncation against CP, Tucker-2 and MPS layers at the same parameter
-   budget, before and after fine-tuning (:func:`decomposition_at_params`).
+   budget, before and after fine-tuning, is :mod:`tnlib_torch.study.decomposition`.
 
 Each function is a pure task: it takes everything it needs, never modifies the
 model it is given (it works on a deep copy), and returns plain records (``str``,
@@ -42,7 +43,7 @@ momentum 0.9, weight decay 5e-4, a cosine schedule) and the given ``epochs``,
 ``lr`` and ``seed``, every parameter trained.  A fine-tuned truncated model is a
 dense model again: the gradient steps move its kernels out of the truncated
 subspace, and their rank across the cut grows back.  That is what the paper
-does (it retrains the truncated model); :func:`decomposition_at_params`, whose
+does (it retrains the truncated model); :func:`~tnlib_torch.study.decomposition.decomposition_at_params`, whose
 layers are factorized, keeps its ranks.  A training loader with its own
 ``generator`` (as :func:`tnlib_torch.loader` builds) has that generator seeded
 with ``seed`` first, so the shuffles do not depend on what ran before; a loader
@@ -53,16 +54,26 @@ without one shuffles from torch's global generator, which
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import glob
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 import tnlib
-from tnlib import KERNEL_LABELS, Cut
-from tnlib_torch._checks import check_count, check_module
+from tnlib import KERNEL_LABELS, Cut, TruncationInfo
+from tnlib.cuts import cut_matrix_shape, fold
+from tnlib.truncation import TruncationSpec
+from tnlib_torch._checks import check_module
 from tnlib_torch.compression.accounting import count_params
-from tnlib_torch.compression.compress import compress
+from tnlib_torch.compression.calibrated import output_error
+from tnlib_torch.compression.calibration import LayerMoments, input_moments
+from tnlib_torch.compression.surgery import truncated_layer
+from tnlib_torch.layers.reports import as_stored
+from tnlib_torch.study.hits import pack_hits
 from tnlib_torch.study.measure_tools import (
+    METRICS,
     Loader,
     Record,
     canonical_cut,
@@ -72,25 +83,24 @@ from tnlib_torch.study.measure_tools import (
     layer_entry,
     metrics,
     record,
+    to_channels_last,
     truncated_copy,
 )
 from tnlib_torch.study.selection import Patterns, checked_dense_conv, dense_convs, select_dense_convs
+from tnlib_torch.study.suffix import evaluate_variants
 
 __all__ = [
     "ALL",
-    "DECOMPOSITION_METHODS",
     "DEFAULT_LEVELS",
     "baseline",
-    "decomposition_at_params",
     "layer_spectra",
     "recovery",
     "recovery_control",
+    "sweep_layer",
     "truncate_all",
     "truncate_one",
 ]
 
-#: The methods of :func:`decomposition_at_params`; ``"svd"`` is the cut truncation stored as two factors.
-DECOMPOSITION_METHODS = ("cp", "tucker2", "mps", "svd")
 #: The relative errors at which :func:`layer_spectra` reports the rank needed.
 DEFAULT_LEVELS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
 #: The ``target`` of :func:`recovery` that truncates every selected layer.
@@ -161,9 +171,7 @@ def layer_spectra(model: nn.Module, include: Patterns = None,
     ([['spectrum', 'conv2', 'o|ihw'], ['spectrum', 'conv2', 'i|ohw']], [4, 36], 7)
     """
     names = select_dense_convs(model, include)
-    if isinstance(levels, str) or not isinstance(levels, Sequence) or not levels:
-        raise TypeError(f"levels must be a non-empty sequence of relative errors in (0, 1), got {levels!r}")
-    levels = [check_fraction(level, "levels") for level in levels]
+    levels = _checked_levels(levels)
     convs = dense_convs(model)
     records = []
     for name in names:
@@ -178,14 +186,23 @@ def layer_spectra(model: nn.Module, include: Patterns = None,
     return records
 
 
-def truncate_one(model: nn.Module, layer: str, cut: str | Cut, level: float, loader: Loader) -> Record:
+def truncate_one(model: nn.Module, layer: str, cut: str | Cut, level: float, loader: Loader,
+                 calibration: Loader | None = None) -> Record:
     """The accuracy left when one layer's kernel alone is truncated across a cut.
 
     A deep copy of ``model`` has the kernel of ``layer`` replaced by its
     truncation across ``cut`` at ``rel_error=level``
     (:func:`tnlib_torch.truncate_model_`, :func:`tnlib_torch.truncate_conv_`
     of that one layer): the fewest singular values kept with ``||K - K~||_F <=
-    level ||K||_F``.  The copy is evaluated on ``loader``.
+    level ||K||_F``.  The copy is evaluated on ``loader``.  This is the plain
+    reference of one record of :func:`sweep_layer`, which measures a whole layer
+    at once, far faster.
+
+    Parameters
+    ----------
+    calibration
+        Batches ``(inputs, targets)`` whose inputs give the layer's input
+        moment ``M`` for ``data_error``; ``None``: no ``data_error``.
 
     Returns
     -------
@@ -195,7 +212,14 @@ def truncate_one(model: nn.Module, layer: str, cut: str | Cut, level: float, loa
         ``1 - ||K~|| / ||K||``), ``params`` (the layer's, weight and bias; the
         truncated kernel stays dense), ``factored_params`` (the layer stored as
         the two factors across the cut, ``rank * (rows + columns)`` plus the
-        bias), and ``top1``, ``top5``, ``loss``, ``count``.
+        bias), the test metrics of :func:`~tnlib_torch.study.measure_tools.metrics`
+        (``top1``, ``top5``, ``loss``, ``count``, ...), ``noop`` (the rank kept is
+        the full rank ``min(rows, columns)`` across the cut: the kernel is
+        unchanged), ``saves`` (``factored_params < params``) and ``data_error``:
+        the relative error of the layer's outputs on the calibration inputs,
+        ``sqrt(tr(D M D^T) / tr(K M K^T))`` with ``D = K - K~`` as matrices
+        ``(out, in kh kw)`` (:func:`tnlib_torch.compression.calibrated.output_error`),
+        or ``None`` without ``calibration``.
 
     Raises
     ------
@@ -206,8 +230,107 @@ def truncate_one(model: nn.Module, layer: str, cut: str | Cut, level: float, loa
         Arguments of the wrong type.
     """
     name, cut, level = checked_dense_conv(model, layer), canonical_cut(cut), check_fraction(level, "level")
+    moments = _layer_moments(model, name, calibration)
     truncated, (entry,) = truncated_copy(model, [name], cut, level)
-    return record("sweep", name, cut, level, cut=cut, level=level, **entry, **metrics(truncated, loader))
+    kernel = dense_convs(truncated)[name].weight.detach()
+    noop = entry["rank"] == _full_rank(entry["shape"], cut)
+    return _sweep_record(name, cut, level, entry, metrics(truncated, loader), noop,
+                         _data_error(moments, _kernel(model, name), kernel))
+
+
+def sweep_layer(model: nn.Module, layer: str, cuts: Sequence[str | Cut], levels: Sequence[float], loader: Loader,
+                calibration: Loader | None = None) -> list[Record]:
+    """Every record of :func:`truncate_one` for one layer, each cut and each level, measured at once.
+
+    The records equal those of :func:`truncate_one` (to round-off: the kernels
+    are computed in double precision here, by another solver), made with far
+    less work:
+
+    * **One SVD per cut.**  The kernel's matricization across a cut is
+      decomposed once (in double precision); the kept rank of each level is
+      the fewest values with ``rel_error <= level``
+      (:meth:`tnlib.truncation.TruncationSpec.kept_rank`), its report
+      :meth:`tnlib.TruncationInfo.from_spectrum`.  Levels that keep the same
+      rank share one truncated kernel and one evaluation (each still gets its
+      own record).  A level that keeps the full rank ``min(rows, columns)``
+      leaves the kernel unchanged (``noop``): its metrics are the model's own,
+      evaluated once.
+    * **One pass over the test loader, re-running only what the layer
+      influences** (:func:`tnlib_torch.study.suffix.evaluate_variants`): per
+      batch the traced network runs once, then only the nodes downstream of the
+      layer run for each distinct kernel, in the channels-last layout
+      (:func:`~tnlib_torch.study.measure_tools.to_channels_last`).  A model
+      ``torch.fx`` cannot trace is run whole per kernel, with the same records.
+    * **One calibration pass**: the layer's input moment is collected once,
+      and each kernel's ``data_error`` follows from it.
+
+    Parameters
+    ----------
+    model
+        A classifier; it is not modified (a deep copy is evaluated).
+    layer
+        The name of a dense conv of ``model``.
+    cuts
+        Distinct cuts of ``"oihw"`` (``"o|ihw"``, ``"oi|hw"``, ..., or :class:`tnlib.Cut`).
+    levels
+        Distinct relative errors in (0, 1).
+    loader
+        The test batches (never shuffled: the records' ``hits`` are in loader order).
+    calibration
+        Batches ``(inputs, targets)`` for ``data_error``, as in :func:`truncate_one`; ``None``: none.
+
+    Returns
+    -------
+    list of dict
+        One :func:`truncate_one` record per cut and level, cut-major, in the
+        given orders, with ``hits`` (the packed top-1 hits,
+        :func:`tnlib_torch.study.hits.pack_hits`).
+
+    Raises
+    ------
+    ValueError
+        A ``layer`` that is not a dense conv of the model, a cut that does not
+        split ``"oihw"``, a level outside (0, 1), a cut or level given twice,
+        an empty ``cuts`` or ``levels``.
+    TypeError
+        Arguments of the wrong type.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import tnlib_torch as tt
+    >>> _ = torch.manual_seed(0)
+    >>> model = tt.vanilla_cnn(in_channels=1, widths=(4, 4, 8, 8))
+    >>> batches = [(torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))]
+    >>> records = sweep_layer(model, "conv2", ["o|ihw", "oi|hw"], [0.1, 0.5], batches)
+    >>> [(r["cut"], r["level"], r["rank"], r["noop"]) for r in records]
+    [('o|ihw', 0.1, 4, True), ('o|ihw', 0.5, 3, False), ('oi|hw', 0.1, 8, False), ('oi|hw', 0.5, 5, False)]
+    """
+    name = checked_dense_conv(model, layer)
+    cuts = _checked_grid(cuts, "cuts", canonical_cut, "cuts of 'oihw'")
+    levels = _checked_levels(levels)
+    moments = _layer_moments(model, name, calibration)
+    conv, weight = dense_convs(model)[name], _kernel(model, name)
+    plan, kernels = [], {}
+    for cut in cuts:
+        svd = _CutSVD(weight, cut)
+        for level in levels:
+            rank = svd.kept_rank(level)
+            if rank < svd.full_rank and (cut, rank) not in kernels:
+                kernels[cut, rank] = svd.kernel(rank)
+            plan.append((cut, level, svd, rank))
+    work = to_channels_last(copy.deepcopy(model))
+    original, evaluated = evaluate_variants(work, name, list(kernels.values()), loader, hits=True)
+    evaluations = dict(zip(kernels, map(_evaluation, evaluated)))
+    errors = {key: _data_error(moments, weight, kernel) for key, kernel in kernels.items()}
+    records = []
+    for cut, level, svd, rank in plan:
+        noop = rank == svd.full_rank
+        entry = layer_entry(truncated_layer(name, conv, svd.info(rank)))
+        evaluation = _evaluation(original) if noop else evaluations[cut, rank]
+        error = _data_error(moments, weight, weight) if noop else errors[cut, rank]
+        records.append(_sweep_record(name, cut, level, entry, evaluation, noop, error))
+    return records
 
 
 def truncate_all(model: nn.Module, cut: str | Cut, level: float, loader: Loader, include: Patterns = None) -> Record:
@@ -222,14 +345,17 @@ def truncate_all(model: nn.Module, cut: str | Cut, level: float, loader: Loader,
         ``key = ["sweep_all", cut, level]``; ``cut``, ``level``, ``layers``
         (one entry per layer: ``layer``, ``shape``, ``rank``, ``rel_error``,
         ``norm_loss``, ``params``, ``factored_params``), ``params`` and
-        ``factored_params`` (their sums over the layers), and ``top1``,
-        ``top5``, ``loss``, ``count``.
+        ``factored_params`` (their sums over the layers), ``noop`` (every layer
+        keeps its full rank across the cut: the model is unchanged), ``saves``
+        (``factored_params < params``), and the test metrics of
+        :func:`~tnlib_torch.study.measure_tools.metrics`.
     """
     names, cut, level = select_dense_convs(model, include), canonical_cut(cut), check_fraction(level, "level")
     truncated, entries = truncated_copy(model, names, cut, level)
+    params, factored = sum(e["params"] for e in entries), sum(e["factored_params"] for e in entries)
     return record(
-        "sweep_all", cut, level, cut=cut, level=level, layers=entries,
-        params=sum(e["params"] for e in entries), factored_params=sum(e["factored_params"] for e in entries),
+        "sweep_all", cut, level, cut=cut, level=level, layers=entries, params=params, factored_params=factored,
+        noop=all(e["rank"] == _full_rank(e["shape"], cut) for e in entries), saves=factored < params,
         **metrics(truncated, loader),
     )
 
@@ -285,56 +411,82 @@ def recovery_control(model: nn.Module, train_loader: Loader, test_loader: Loader
     return record("recovery_control", **trained)
 
 
-def decomposition_at_params(model: nn.Module, method: str, budget: float, train_loader: Loader, test_loader: Loader,
-                            epochs: int, lr: float, seed: int, include: Patterns = None,
-                            cp_max_iter: int = 50) -> Record:
-    """One factorization of the selected layers at a parameter budget, before and after fine-tuning.
+# -- the one-layer sweep ------------------------------------------------------------------------------------
 
-    ``tnlib_torch.compress(model, method, budget=budget)`` replaces the
-    selected convs by factorized layers (``"cp"``: :class:`CPConv2d`,
-    ``"tucker2"``: :class:`Tucker2Conv2d`, ``"mps"``: :class:`MPSConv2d`,
-    ``"svd"``: the cut truncation across ``"o|ihw"`` stored as two factors,
-    :class:`SVDConv2d`) with ranks allocated so that they keep at most
-    ``budget`` times their parameters.  The compressed copy is evaluated, then
-    fine-tuned as in :func:`recovery` (its layers stay factorized).  CP is
-    fitted by ALS with at most ``cp_max_iter`` sweeps.  ``seed`` is
-    ``compress``'s ``seed``: it seeds every fit that draws (CP, a randomized
-    SVD of an MPS or of an SVD split), so the same arguments give the same
-    record.  A 1x1 conv becomes an SVD split whatever the method; select the
-    kxk convs (``include``) to compare the methods on the kernels alone.
 
-    Returns
-    -------
-    dict
-        ``key = ["decomposition", method, budget]``; ``method``, ``budget``,
-        ``layers`` (per layer, :func:`~tnlib_torch.study.measure_tools.layer_entry`
-        of its :class:`~tnlib_torch.LayerCompression`: ``layer``, ``structure``, ``ranks``,
-        ``params_before``, ``params_after``, ``rel_error``, ``norm_loss`` of the
-        kernel, ``note``, ...), ``params_before`` and ``params_after`` (sums over
-        the selected layers), ``ratio`` (``params_after / params_before``, at
-        most ``budget``), ``model_params_before``, ``model_params_after``, and
-        ``epochs``, ``lr``, ``seed``, ``before``, ``history``, ``after`` as in
-        :func:`recovery`.
+class _CutSVD:
+    """One SVD of a kernel across a cut, in double precision: the rank, report and kernel of every level."""
 
-    Raises
-    ------
-    ValueError
-        An unknown ``method``, a ``budget`` outside (0, 1] or too small for the
-        smallest ranks of the layers, and the errors of :func:`truncate_one`.
-    """
-    if method not in DECOMPOSITION_METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, DECOMPOSITION_METHODS))}; got {method!r}")
-    budget, names = check_fraction(budget, "budget", one=True), set(select_dense_convs(model, include))
-    check_training(epochs, lr, seed)
-    cp_max_iter = check_count(cp_max_iter, "cp_max_iter", 1)
-    fit = {"max_iter": cp_max_iter} if method == "cp" else None
-    compressed, report = compress(model, method, budget=budget, fit=fit, seed=seed,
-                                  where=lambda name, _: name in names)
-    entries = [layer_entry(layer) for layer in report.layers.values()]
-    before, after = sum(e["params_before"] for e in entries), sum(e["params_after"] for e in entries)
-    trained = fine_tuned(compressed, train_loader, test_loader, epochs, lr, seed)
-    return record(
-        "decomposition", method, budget, method=method, budget=budget, layers=entries, params_before=before,
-        params_after=after, ratio=after / before, model_params_before=report.params_before,
-        model_params_after=report.params_after, **trained,
-    )
+    def __init__(self, weight: Tensor, cut: str) -> None:
+        kernel = weight.detach().double()
+        self.weight, self.cut, self.parsed = weight, cut, Cut(cut)
+        self.u, self.s, self.vh, _ = tnlib.truncated_svd(tnlib.matricize(kernel, cut, KERNEL_LABELS))
+        self.squares = self.s.cpu().numpy() ** 2
+        self.full_rank = len(self.squares)
+
+    def kept_rank(self, level: float) -> int:
+        """The fewest singular values with ``rel_error <= level``, as :func:`tnlib.truncate` keeps."""
+        return TruncationSpec.from_kwargs(rel_error=level).kept_rank(self.squares)
+
+    def info(self, rank: int) -> TruncationInfo:
+        """The report of keeping ``rank`` values (errors of the stored kernel for a half-precision one)."""
+        info = TruncationInfo.from_spectrum(self.squares, rank, cut=self.cut)
+        return as_stored(info, self.weight, self.kernel(rank)) if self.weight.dtype in _HALF_DTYPES else info
+
+    def kernel(self, rank: int) -> Tensor:
+        """The kernel truncated to ``rank``, in the weight's dtype and device."""
+        matrix = (self.u[:, :rank] * self.s[:rank]) @ self.vh[:rank]
+        return fold(matrix, self.parsed, KERNEL_LABELS, self.weight.shape).to(self.weight.dtype)
+
+
+#: Dtypes whose truncated kernels are rounded when stored, so their errors are measured on the stored kernel.
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _sweep_record(name: str, cut: str, level: float, entry: Record, evaluation: Record, noop: bool,
+                  data_error: float | None) -> Record:
+    """The record ``["sweep", name, cut, level]`` of :func:`truncate_one` and :func:`sweep_layer`."""
+    fields = {**entry, "cut": cut, "level": level}  # an entry may carry its own "cut" (a LayerCompression's)
+    return record("sweep", name, cut, level, **fields, **evaluation, noop=noop,
+                  saves=entry["factored_params"] < entry["params"], data_error=data_error)
+
+
+def _evaluation(result: dict[str, Any]) -> Record:
+    """The record fields of a :func:`tnlib_torch.evaluate` result with ``hits=True``: the metrics, hits packed."""
+    return {**{name: result[name] for name in METRICS}, "hits": pack_hits(result["hits"])}
+
+
+def _kernel(model: nn.Module, name: str) -> Tensor:
+    return dense_convs(model)[name].weight.detach()
+
+
+def _full_rank(shape: Sequence[int], cut: str) -> int:
+    """``min(rows, columns)`` of a dense kernel of ``shape`` matricized across ``cut``."""
+    return min(cut_matrix_shape(shape, Cut(cut), KERNEL_LABELS))
+
+
+def _layer_moments(model: nn.Module, name: str, calibration: Loader | None) -> LayerMoments | None:
+    """The input moment of the layer ``name`` on the calibration inputs, in one pass; ``None`` without them."""
+    if calibration is None:
+        return None
+    return input_moments(model, calibration, include=glob.escape(name))[name]
+
+
+def _data_error(moments: LayerMoments | None, weight: Tensor, kernel: Tensor) -> float | None:
+    """The relative output error of ``kernel`` for ``weight`` on the moments' data; ``None`` without moments."""
+    return None if moments is None else output_error(moments, weight, kernel)
+
+
+def _checked_grid(values: object, name: str, check: Callable[[Any], Any], what: str) -> list:
+    """``values``: a non-empty sequence of distinct entries, each passed through ``check``."""
+    if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+        raise TypeError(f"{name} must be a non-empty sequence of {what}, got {values!r}")
+    checked = [check(value) for value in values]
+    repeated = next((value for k, value in enumerate(checked) if value in checked[:k]), None)
+    if repeated is not None:
+        raise ValueError(f"{name} holds {repeated!r} twice")
+    return checked
+
+
+def _checked_levels(levels: object) -> list[float]:
+    return _checked_grid(levels, "levels", lambda level: check_fraction(level, "levels"), "relative errors in (0, 1)")

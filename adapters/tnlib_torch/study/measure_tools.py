@@ -3,7 +3,11 @@ fine-tuning of a copy.
 
 A record is plain JSON-ready Python (``str``, ``int``, ``float``, ``bool``, ``None``, lists and dicts): a
 number that is not finite is recorded as ``None``.  A layer is recorded as its
-:class:`~tnlib_torch.LayerCompression` (:func:`layer_entry`).
+:class:`~tnlib_torch.LayerCompression` (:func:`layer_entry`).  An evaluation is recorded with its hits
+(:func:`metrics`), which sample by sample comparisons of two records need.
+
+**Layout.**  The study computes in the channels-last layout (:func:`to_channels_last`): the same values,
+faster convolutions on a CPU, and records as deterministic as in the default layout.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from tnlib import KERNEL_LABELS, Cut
 from tnlib_torch._checks import check_count
 from tnlib_torch.compression.report import LayerCompression
 from tnlib_torch.compression.surgery import truncate_model_
+from tnlib_torch.study.hits import pack_hits
 from tnlib_torch.zoo.train import TrainingDiverged, evaluate, fine_tune
 
 __all__ = ["METRICS", "Loader", "Record", "canonical_cut", "check_fraction", "check_training", "fine_tuned",
-           "layer_entry", "metrics", "record", "truncated_copy"]
+           "layer_entry", "metrics", "record", "to_channels_last", "truncated_copy"]
 
 Loader = Iterable[tuple[Tensor, Tensor]]
 Record = dict[str, Any]
@@ -57,10 +62,12 @@ def record(kind: str, /, *key: str | float, **fields: Any) -> Record:
     return plain({"key": [kind, *key], **fields})
 
 
-def metrics(model: nn.Module, loader: Loader) -> dict[str, float]:
-    """``top1``, ``top5``, ``loss`` and ``count`` of :func:`tnlib_torch.evaluate`."""
-    result = evaluate(model, loader)
-    return {name: result[name] for name in METRICS}
+def metrics(model: nn.Module, loader: Loader) -> dict[str, Any]:
+    """``top1``, ``top5``, ``loss`` and ``count`` of :func:`tnlib_torch.evaluate`, and ``hits``: whether each
+    sample, in loader order, is a top-1 hit, packed as text (:func:`~tnlib_torch.study.hits.pack_hits`; its
+    mean is ``top1``)."""
+    result = evaluate(model, loader, hits=True)
+    return {**{name: result[name] for name in METRICS}, "hits": pack_hits(result["hits"])}
 
 
 def layer_entry(layer: LayerCompression) -> Record:
@@ -117,9 +124,28 @@ def truncated_copy(model: nn.Module, names: Sequence[str], cut: str, level: floa
     return truncated, [layer_entry(report) for report in reports.values()]
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """``model``, its 4-d parameters and buffers moved in place to the channels-last layout (``(N, C, H, W)``
+    tensors stored as ``(N, H, W, C)``); the values are unchanged.
+
+    Convolutions then run in that layout (their outputs follow their weights'), faster on a CPU: the study's
+    ResNet-20 tasks on one thread took 0.94 (an evaluation), 0.86 (a truncation fine-tuned) and 0.70 (a CP
+    factorization fine-tuned) of their time in the default layout, with the same records on every repeat.
+    A layer added later (a factorization) is in the default layout until this is called again.
+    """
+    return model.to(memory_format=torch.channels_last)
+
+
 def fine_tuned(model: nn.Module, train_loader: Loader, test_loader: Loader, epochs: int, lr: float,
                seed: int) -> Record:
-    """Test metrics of ``model`` before fine-tuning it in place, after each epoch, and at the end."""
+    """Test metrics of ``model`` before fine-tuning it in place, after each epoch, and at the end.
+
+    The model is put in the channels-last layout first (:func:`to_channels_last`).  ``before`` and ``after``
+    are :func:`metrics` (with the hits); the entries of ``history`` have the metrics without the hits.
+    ``after`` is the model as it ended: that of the last epoch (its metrics are the last entry's), or, if
+    the run diverged, of the step that diverged (then also added to ``history``, without training metrics).
+    """
+    to_channels_last(model)
     before = metrics(model, test_loader)
     generator = getattr(train_loader, "generator", None)
     if isinstance(generator, torch.Generator):
@@ -129,6 +155,7 @@ def fine_tuned(model: nn.Module, train_loader: Loader, test_loader: Loader, epoc
         diverged = None
     except TrainingDiverged as error:  # a finding of the run (lr too high for the model), not a failure
         history, diverged = error.history, error
+    after = metrics(model, test_loader)
     per_epoch = [
         {"epoch": r.epoch, "lr": r.lr, "train_loss": r.train_loss, "train_top1": r.train_top1,
          **{name: r.val[name] for name in METRICS}}
@@ -136,8 +163,7 @@ def fine_tuned(model: nn.Module, train_loader: Loader, test_loader: Loader, epoc
     ]
     if diverged is not None:  # the model as it ended, in the epoch that diverged
         per_epoch.append({"epoch": diverged.epoch, "lr": lr, "train_loss": None, "train_top1": None,
-                          **metrics(model, test_loader)})
-    after = {name: per_epoch[-1][name] for name in METRICS}
+                          **{name: after[name] for name in METRICS}})
     outcome = {} if diverged is None else {"diverged": str(diverged)}
     return {"epochs": epochs, "lr": lr, "seed": seed, "before": before, "history": per_epoch, "after": after,
             **outcome}

@@ -5,21 +5,31 @@ folder (:mod:`tnlib_torch.study.store`), the tasks of these stages, one record p
 
 1. ``baseline``: the accuracy of the trained model (:func:`~tnlib_torch.study.measure.baseline`);
 2. ``spectra``: per selected layer, the singular values and entanglement entropies of its kernel across
-   each of ``cuts`` (:func:`~tnlib_torch.study.measure.layer_spectra`);
-3. ``sweep``: per layer x cut x level, the accuracy left when that kernel alone is truncated across the cut
-   to that relative error (:func:`~tnlib_torch.study.measure.truncate_one`); ``sweep_all``: per cut x
-   level, every selected kernel truncated at once (:func:`~tnlib_torch.study.measure.truncate_all`);
+   each of ``cuts``, with the rank each of ``levels`` keeps (:func:`~tnlib_torch.study.measure.layer_spectra`);
+3. ``sweep``: per layer, one task measuring every cut x level: the accuracy left when that kernel alone is
+   truncated across the cut to that relative error, and with calibration data the error of the layer's
+   outputs (:func:`~tnlib_torch.study.measure.sweep_layer`, one record per cut and level);
+   ``sweep_all``: per cut x level, every selected kernel truncated at once
+   (:func:`~tnlib_torch.study.measure.truncate_all`);
 4. ``recovery``: per cut, at each of the ``recovery_levels`` largest levels, the accuracy that
    ``retrain_epochs`` of fine-tuning recover after truncating every selected layer
    (:func:`~tnlib_torch.study.measure.recovery`, target ``"all"``); ``recovery_control``: the untruncated
    model fine-tuned alike.  Single-layer recoveries are left out: they would cost layers x cuts fine-tunings;
-5. ``decomposition``: each of ``decompositions`` (``"truncate"`` is the cut truncation stored as two
-   factors, measured as ``"svd"``) at the parameter budget :data:`DECOMPOSITION_BUDGET`, before and after
-   fine-tuning (:func:`~tnlib_torch.study.measure.decomposition_at_params`).
+5. ``decomposition``: each of ``decompositions`` at the parameter budget :data:`DECOMPOSITION_BUDGET`,
+   before and after fine-tuning (:func:`~tnlib_torch.study.decomposition.decomposition_at_params`), fitted
+   data-free, and calibrated on the calibration data too when ``calibration_samples > 0``.
 
-Recovery, its control and the decompositions fine-tune, so a config with ``retrain_epochs = 0`` has none
-of them.  The selected layers are the dense convs (``groups == 1``) matching ``include`` (all of them when
-empty).
+Recovery, its control and the decompositions fine-tune (at :attr:`~StudyConfig.fine_tune_lr`), so a config
+with ``retrain_epochs = 0`` has none of them.  The selected layers are the dense convs (``groups == 1``)
+matching ``include`` (all of them when empty).
+
+**Task order** (:func:`plan_tasks`).  The tasks are independent, so their order only decides when the
+study ends: on ``N`` workers it ends when the last task does, and a long task started last keeps one
+worker busy while the others idle.  So the baseline comes first (one evaluation, the reference of every
+other record, there even in a study stopped early), then the longest tasks, the fine-tunings
+(decompositions, calibrated first, then recoveries and the control), then the sweeps (one task per layer,
+tens of evaluations), the all-layer truncations (one evaluation each) and last the spectra (no
+evaluation): longest first, so that the short tasks fill in at the end.
 
 Guarantees
 ----------
@@ -29,9 +39,12 @@ Guarantees
 - **crash-safe**: each record is on disk once appended, and every other file is replaced atomically: a run
   killed at any moment loses at most the tasks in progress;
 - **extensible**: the grid (:data:`~tnlib_torch.study.config.GRID`: levels, cuts, recovery levels,
-  decompositions) may change between runs in one folder: only the measurements not yet recorded are
-  made.  Records outside the current grid stay in ``results.jsonl``; the result, the CSV and the report
-  hold the current grid's;
+  decompositions) may change between runs in one folder: only the tasks with records missing run, and
+  only their missing records are added (a layer's sweep task, widened by a level or a cut, measures the
+  layer's whole grid again and adds the new records).  A spectrum record holds the ranks of the levels of
+  the run that measured it (its ``levels``; its singular values give the rank of any level).  Records
+  outside the current grid stay in ``results.jsonl``; the result, the CSV and the report hold the current
+  grid's;
 - **the same records serially and on Dask**: a task's records depend on the config, the baseline weights
   and the task alone (see :mod:`tnlib_torch.study.runner`), and carry no timings; the manifest holds the
   seconds per stage (``stages``, summed over runs) and of the last run (``last_run``).
@@ -57,6 +70,7 @@ from tqdm.auto import tqdm
 
 from tnlib_torch._checks import check_bool
 from tnlib_torch.study.config import StudyConfig
+from tnlib_torch.study.decomposition import CALIBRATED, DATA_FREE
 from tnlib_torch.study.inputs import StudyInputs, check_checkpoint, check_device, fetch_data
 from tnlib_torch.study.measure import ALL
 from tnlib_torch.study.report import write_report
@@ -92,6 +106,9 @@ class StudyResult:
         The output folder.
     tasks_run, tasks_skipped : int
         The tasks run now, and those skipped because their records were there.
+    records_written : int
+        The records this run added to the folder (a task gives one record or more, and a task run again
+        after its grid widened adds only the records missing).
     records : tuple of dict
         The records of the study's tasks (those of its grid), sorted by key, as
         :func:`~tnlib_torch.study.store.read_records` reads them.
@@ -104,6 +121,7 @@ class StudyResult:
     output: Path
     tasks_run: int
     tasks_skipped: int
+    records_written: int
     records: tuple[dict[str, Any], ...]
     paths: tuple[Path, ...]
     seconds: float
@@ -181,11 +199,14 @@ def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = 
         pending = [task for task in tasks if not all(store.done(key) for key in task.keys)]
         bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc="study", unit="task",
                    disable=not progress, dynamic_ncols=True)
+        written = 0
 
         def record(task: Task, outcome: TaskOutput) -> None:
+            nonlocal written
             for item in outcome.records:
                 if not store.done(item["key"]):
                     store.append(item)
+                    written += 1
             timings.add(task.stage, outcome.seconds)
             bar.set_postfix_str(task.stage, refresh=False)
             bar.update()
@@ -202,23 +223,34 @@ def run_study(config: StudyConfig, output: str | Path, *, workers: int | None = 
             paths = _write_outputs(store.folder, records, config)
         seconds, skipped = time.perf_counter() - started, len(tasks) - len(pending)
         timings.save(last_run={"seconds": seconds, "tasks_run": len(pending), "tasks_skipped": skipped,
-                               "workers": workers, "scheduler": scheduler})
-    return StudyResult(store.folder, len(pending), skipped, records, paths, seconds)
+                               "records_written": written, "workers": workers, "scheduler": scheduler})
+    return StudyResult(store.folder, len(pending), skipped, written, records, paths, seconds)
 
 
 def plan_tasks(config: StudyConfig, layers: Sequence[str]) -> list[Task]:
-    """The tasks of the study of ``config`` on ``layers``, stage after stage (see the module's notes)."""
+    """The tasks of the study of ``config`` on ``layers``: the baseline, then the longest first (see the
+    module's notes on the order).
+
+    Every task but the spectra and sweeps gives one record, keyed ``(stage, *args)``: ``("decomposition",
+    method, budget, mode)`` for each mode (``"calibrated"`` first, when ``calibration_samples > 0``, then
+    ``"data-free"``) and method, ``("recovery", "all", cut, level)``, ``("recovery_control",)``,
+    ``("sweep_all", cut, level)``.  The task of a layer's sweep, ``Task("sweep", (layer,), keys)``, gives the
+    records ``("sweep", layer, cut, level)`` of every cut and level; that of its spectra, ``("spectrum",
+    layer, cut)`` of every cut.
+    """
     cuts, levels = config.cuts, config.levels
     tasks = [_single("baseline")]
-    tasks += [Task("spectra", (layer,), tuple(("spectrum", layer, cut) for cut in cuts)) for layer in layers]
-    tasks += [_single("sweep", layer, cut, level) for layer in layers for cut in cuts for level in levels]
-    tasks += [_single("sweep_all", cut, level) for cut in cuts for level in levels]
     if config.retrain_epochs:
+        modes = (CALIBRATED, DATA_FREE) if config.calibration_samples else (DATA_FREE,)
+        tasks += [_single("decomposition", method, DECOMPOSITION_BUDGET, mode)
+                  for mode in modes for method in config.decompositions]
         aggressive = levels[len(levels) - config.recovery_levels:]
         tasks += [_single("recovery", ALL, cut, level) for cut in cuts for level in aggressive]
         tasks.append(_single("recovery_control"))
-        methods = dict.fromkeys("svd" if method == "truncate" else method for method in config.decompositions)
-        tasks += [_single("decomposition", method, DECOMPOSITION_BUDGET) for method in methods]
+    tasks += [Task("sweep", (layer,), tuple(("sweep", layer, cut, level) for cut in cuts for level in levels))
+              for layer in layers]
+    tasks += [_single("sweep_all", cut, level) for cut in cuts for level in levels]
+    tasks += [Task("spectra", (layer,), tuple(("spectrum", layer, cut) for cut in cuts)) for layer in layers]
     return tasks
 
 

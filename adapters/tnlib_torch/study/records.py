@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import tnlib
+import numpy as np
 
-__all__ = ["Record", "accuracy_curve", "field", "layers_max", "number", "of_kind"]
+import tnlib
+from tnlib_torch.study.hits import unpack_hits
+
+__all__ = ["Record", "accuracy_curve", "count", "field", "hits", "layers_max", "number", "of_kind", "saves",
+           "sorted_cuts", "unchanged"]
 
 #: One measurement: a mapping with a ``key`` list that starts with its kind.
 Record = Mapping[str, Any]
@@ -80,6 +84,16 @@ def of_kind(records: Sequence[Record], kind: str) -> list[Record]:
                 _CUT_ORDER.get(cut, len(_CUT_ORDER)) if isinstance(cut, str) else len(_CUT_ORDER))
 
     return sorted((record for record, found in zip(records, kinds) if found == kind), key=rank)
+
+
+def sorted_cuts(cuts: Iterable[str]) -> list[str]:
+    """``cuts`` without repeats in the study's order (:func:`tnlib.all_cuts` on ``(o, i, h, w)``), others after.
+
+    >>> sorted_cuts(["oi|hw", "o|ihw", "oi|hw"])
+    ['o|ihw', 'oi|hw']
+    """
+    unique = list(dict.fromkeys(cuts))
+    return sorted(unique, key=lambda cut: _CUT_ORDER.get(cut, len(_CUT_ORDER)))
 
 
 def field(record: Record, *path: str | int) -> Any:
@@ -141,3 +155,61 @@ def layers_max(record: Record, name: str) -> float:
     fractions of their norms, and the largest is what every layer stays within.
     """
     return max(number(record, "layers", i, name) for i in range(_entries(record, "layers")))
+
+
+def count(record: Record, *path: str | int) -> int:
+    """The number of test samples an evaluation (``record[path...]``) counted, an int >= 1."""
+    value = number(record, *path, "count")
+    if value < 1 or value != int(value):
+        raise ValueError(f"the record {list(record['key'])} counts {value!r} test samples, not a positive integer")
+    return int(value)
+
+
+def hits(record: Record, *path: str | int) -> np.ndarray | None:
+    """The per-sample top-1 hits of an evaluation (``record[path...]``, e.g. ``"after"``), or ``None``.
+
+    ``None`` when the evaluation holds no ``hits`` (records made before they were recorded).
+
+    Raises
+    ------
+    ValueError
+        If ``hits`` is not the packed text of ``count`` samples (:func:`tnlib_torch.study.hits.unpack_hits`).
+    """
+    holder = field(record, *path) if path else record
+    text = holder.get("hits") if isinstance(holder, Mapping) else None
+    if text is None:
+        return None
+    try:
+        return unpack_hits(text, count(record, *path))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"the record {list(record['key'])} has unreadable hits: {error}") from None
+
+
+def _flag(record: Record, name: str) -> bool | None:
+    """``record[name]`` if it is a bool, ``None`` if missing (older records); anything else is an error."""
+    value = record.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError(f"the record {list(record['key'])} has {name} = {value!r}, not True or False")
+
+
+def unchanged(record: Record) -> bool:
+    """Whether a truncation (``sweep`` or ``sweep_all``) changed no kernel: its ``noop``.
+
+    Records without ``noop`` (older ones) are unchanged when every relative error is 0: nothing was cut.
+    """
+    flag = _flag(record, "noop")
+    if flag is not None:
+        return flag
+    if "layers" in record:
+        return layers_max(record, "rel_error") == 0
+    return number(record, "rel_error") == 0
+
+
+def saves(record: Record) -> bool:
+    """Whether a truncation stored as two factors per layer has fewer parameters than dense: its ``saves``.
+
+    Records without ``saves`` (older ones): ``factored_params < params``.
+    """
+    flag = _flag(record, "saves")
+    return flag if flag is not None else number(record, "factored_params") < number(record, "params")

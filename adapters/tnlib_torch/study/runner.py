@@ -1,12 +1,16 @@
 """Running the tasks of a study, in this process or on Dask workers, with the same records either way.
 
-A :class:`Task` is one call of a function of :mod:`tnlib_torch.study.measure`.  :func:`run_task` runs it
+A :class:`Task` is one call of a function of :mod:`tnlib_torch.study.measure` (or of
+:mod:`tnlib_torch.study.decomposition`), the :data:`MEASURES` entry of its stage.  :func:`run_task` runs it
 from plain data only, the config as a dict and the baseline weights as ``torch.save`` bytes: it rebuilds
 the model and the data itself (:func:`~tnlib_torch.study.inputs.resolve_inputs`, kept between the
-tasks of a process by :func:`cached_inputs`), so a Dask worker runs it as this process does.  Its records
-depend on the config, the weights and the task alone: each task runs on one thread (a different thread
-count changes the rounding of convolutions) after ``torch.manual_seed(config.seed)``, and its loaders are
-new, seeded ones.
+tasks of a process by :func:`cached_inputs`, so that a process reads and decodes the data once), so a Dask
+worker runs it as this process does.  Its records depend on the config, the weights and the task alone:
+each task runs on one thread (a different thread count changes the rounding of convolutions), on the
+model in the channels-last layout (:func:`~tnlib_torch.study.measure_tools.to_channels_last`), after
+``torch.manual_seed(config.seed)``, and its loaders are new, seeded ones: the training and test loaders,
+and the calibration batches of ``calibration_samples`` training images
+(:meth:`~tnlib_torch.study.inputs.StudyInputs.calibration_loader`; none when it is 0).
 
 :func:`open_runner` gives the function that runs a list of tasks: in order in this process, or submitted
 to a ``distributed.LocalCluster`` of ``workers`` processes or to the scheduler at ``scheduler``, whose
@@ -28,7 +32,9 @@ import torch
 from tnlib_torch._checks import check_count
 from tnlib_torch.study import measure
 from tnlib_torch.study.config import StudyConfig
+from tnlib_torch.study.decomposition import CALIBRATED, decomposition_at_params
 from tnlib_torch.study.inputs import resolve_inputs
+from tnlib_torch.study.measure_tools import to_channels_last
 from tnlib_torch.study.store import Key
 
 __all__ = ["CONNECT_TIMEOUT", "Task", "TaskOutput", "cached_inputs", "check_placement", "open_runner", "run_task"]
@@ -74,28 +80,32 @@ class _Setting:
 
     train: Any
     test: Any
+    calibration: Any
     layers: tuple[str, ...]
     config: StudyConfig
 
     @property
     def training(self) -> tuple[int, float, int]:
-        """``epochs``, ``lr`` and ``seed`` of fine-tuning."""
-        return self.config.retrain_epochs, self.config.lr, self.config.seed
+        """``epochs``, ``lr`` and ``seed`` of fine-tuning (its rate :attr:`StudyConfig.fine_tune_lr`)."""
+        return self.config.retrain_epochs, self.config.fine_tune_lr, self.config.seed
 
 
 #: The stages: each calls one measure function with a model, the shared setting and a task's arguments.
 MEASURES: dict[str, Callable[..., Record | list[Record]]] = {
     "baseline": lambda model, s: measure.baseline(model, s.test),
     "spectra": lambda model, s, layer: [
-        record for record in measure.layer_spectra(model, [layer]) if record["cut"] in s.config.cuts
+        record for record in measure.layer_spectra(model, [layer], levels=s.config.levels)
+        if record["cut"] in s.config.cuts
     ],
-    "sweep": lambda model, s, layer, cut, level: measure.truncate_one(model, layer, cut, level, s.test),
+    "sweep": lambda model, s, layer: measure.sweep_layer(model, layer, s.config.cuts, s.config.levels, s.test,
+                                                         calibration=s.calibration),
     "sweep_all": lambda model, s, cut, level: measure.truncate_all(model, cut, level, s.test, include=s.layers),
     "recovery": lambda model, s, target, cut, level: measure.recovery(
         model, target, cut, level, s.train, s.test, *s.training, include=s.layers),
     "recovery_control": lambda model, s: measure.recovery_control(model, s.train, s.test, *s.training),
-    "decomposition": lambda model, s, method, budget: measure.decomposition_at_params(
-        model, method, budget, s.train, s.test, *s.training, include=s.layers),
+    "decomposition": lambda model, s, method, budget, mode: decomposition_at_params(
+        model, method, budget, s.train, s.test, *s.training, include=s.layers,
+        calibration=s.calibration if mode == CALIBRATED else None),
 }
 
 
@@ -119,8 +129,10 @@ def run_task(config: Mapping[str, Any], baseline_state: bytes, task: Task) -> Ta
     study = StudyConfig.from_dict(config)
     inputs = cached_inputs(study)
     with _one_thread():
-        model = inputs.model(study.seed, baseline_state).to(study.device)
-        setting = _Setting(*inputs.loaders(study.batch_size, study.seed), inputs.layers, study)
+        model = to_channels_last(inputs.model(study.seed, baseline_state).to(study.device))
+        calibration = (inputs.calibration_loader(study.calibration_samples, study.batch_size, study.seed)
+                       if study.calibration_samples else None)
+        setting = _Setting(*inputs.loaders(study.batch_size, study.seed), calibration, inputs.layers, study)
         torch.manual_seed(study.seed)
         produced = MEASURES[task.stage](model, setting, *task.args)
     records = produced if isinstance(produced, list) else [produced]
@@ -209,11 +221,16 @@ def _run_here(tasks: Sequence[Task], config: Mapping[str, Any], state: bytes, on
 
 def _run_on_dask(client: Any, tasks: Sequence[Task], config: Mapping[str, Any], state: bytes,
                  on_result: OnResult) -> None:
-    """Submit every task (the weights sent once to each worker), hand on the results as they complete."""
+    """Submit every task (the weights sent once to each worker), hand on the results as they complete.
+
+    The tasks start in the order given (each has a higher priority than the next): the plan's order, which
+    decides when the study ends (:func:`~tnlib_torch.study.pipeline.plan_tasks`).
+    """
     from distributed import as_completed
 
     shared = client.scatter(state, broadcast=True)
-    futures = {client.submit(run_task, dict(config), shared, task, pure=False): task for task in tasks}
+    futures = {client.submit(run_task, dict(config), shared, task, pure=False, priority=-position): task
+               for position, task in enumerate(tasks)}
     try:
         for future in as_completed(futures):
             on_result(futures[future], future.result())

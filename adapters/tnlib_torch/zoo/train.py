@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tnlib_torch._checks import check_module
+from tnlib_torch._checks import check_bool, check_module
 from tnlib_torch.zoo import checkpoint as _checkpoint
 from tnlib_torch.zoo.train_setup import (
     OPTIMIZERS,
@@ -72,7 +72,8 @@ class History:
         return cls([EpochRecord(**record) for record in data["records"]])
 
 
-def evaluate(model: nn.Module, loader: Loader, device: torch.device | str | None = None) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: Loader, device: torch.device | str | None = None,
+             hits: bool = False) -> dict[str, Any]:
     """Mean cross-entropy and top-1/top-5 accuracy of ``model`` over every sample of ``loader``.
 
     Parameters
@@ -85,29 +86,50 @@ def evaluate(model: nn.Module, loader: Loader, device: torch.device | str | None
     device : torch.device or str, optional
         Where the pass runs: the model is moved there (in place) and each batch too.  ``None``:
         the device of the model's first parameter (the CPU for a model without parameters).
+    hits : bool
+        Also return which samples are top-1 hits.
 
     Returns
     -------
     dict
         ``{"top1", "top5", "loss", "count"}``: the fractions of samples that are top-1 and top-5
         hits (top-``min(5, classes)``), the cross-entropy summed over all samples and divided by
-        their number ``count`` (a sample-weighted mean, not a mean of batch means).
+        their number ``count`` (a sample-weighted mean, not a mean of batch means).  With
+        ``hits=True`` also ``"hits"``: a NumPy bool array of ``count`` entries, the top-1 hit of
+        each sample in loader order (its mean is ``top1``).
 
     Raises
     ------
     TypeError
-        If ``model`` is not an ``nn.Module``, or the targets are not a tensor of integers.
+        If ``model`` is not an ``nn.Module``, ``hits`` not a bool, or the targets are not a tensor
+        of integers.
     ValueError
         If ``loader`` yields no samples, the logits or targets have the wrong shape, or a target
         is not a class index in ``[0, classes)``.
     """
+    (result,) = evaluate_outputs(model, lambda inputs: (model(inputs),), loader, 1, device, hits)
+    return result
+
+
+def evaluate_outputs(model: nn.Module, forward: Callable[[Tensor], Iterable[Tensor]], loader: Loader, outputs: int,
+                     device: torch.device | str | None = None, hits: bool = False) -> list[dict[str, Any]]:
+    """:func:`evaluate` of ``outputs`` classifiers built from ``model``'s modules, in one pass over ``loader``.
+
+    ``forward(inputs)`` gives, for one batch on ``device``, the logits of each of the ``outputs``
+    classifiers in turn (an iterator may compute them one at a time, e.g. each with other weights
+    in one layer).  ``model`` is set up as :func:`evaluate` sets it up (moved to ``device``, eval
+    mode under :func:`torch.inference_mode`, the training flags restored after) and each logits is
+    checked and tallied as :func:`evaluate` does.  Returns one :func:`evaluate` dict per classifier.
+    """
+    check_bool(hits, "hits")
     device = _device(model, device)
-    tally = _Tally()
+    tallies = [_Tally(hits) for _ in range(outputs)]
     with _training_mode(model, False), torch.inference_mode():
         for inputs, targets in loader:
-            logits, targets = _logits(model, inputs, targets, device)
-            tally.add(logits, targets, F.cross_entropy(logits, targets, reduction="sum"))
-    return tally.means("loader")
+            targets = _class_indices(targets, device)
+            for tally, logits in zip(tallies, forward(inputs.to(device)), strict=True):
+                tally.add(_checked_logits(logits, targets), targets)
+        return [tally.means("loader") for tally in tallies]
 
 
 def fine_tune(
@@ -237,35 +259,53 @@ def fine_tune(
 
 
 class _Tally:
-    """Sums over the samples seen so far: cross-entropy, top-1 and top-5 hits, and the count."""
+    """Sums over the samples seen so far: cross-entropy, top-1 and top-5 hits, the count, and with
+    ``hits`` each sample's top-1 hit."""
 
-    def __init__(self) -> None:
+    def __init__(self, hits: bool = False) -> None:
         self.loss, self.top1, self.top5, self.count = 0.0, 0, 0, 0
+        self.hits: list[Tensor] | None = [] if hits else None
 
-    def add(self, logits: Tensor, targets: Tensor, loss_sum: Tensor) -> None:
-        """Count a batch whose cross-entropies sum to ``loss_sum``."""
+    def add(self, logits: Tensor, targets: Tensor, loss_sum: Tensor | None = None) -> None:
+        """Count a batch whose cross-entropies sum to ``loss_sum`` (computed from the logits when ``None``)."""
+        if loss_sum is None:
+            loss_sum = F.cross_entropy(logits, targets, reduction="sum")
         hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == targets[:, None]
         self.loss += float(loss_sum)
         self.top1 += int(hits[:, 0].sum())
         self.top5 += int(hits.any(dim=1).sum())
         self.count += len(targets)
+        if self.hits is not None:
+            self.hits.append(hits[:, 0].cpu())
 
-    def means(self, loader_name: str) -> dict[str, float]:
-        """The sample-weighted means (and the count) of :func:`evaluate`."""
+    def means(self, loader_name: str) -> dict[str, Any]:
+        """The sample-weighted means (and the count) of :func:`evaluate`, and the hits if kept."""
         if self.count == 0:
             raise ValueError(f"{loader_name} yielded no samples")
-        return {"top1": self.top1 / self.count, "top5": self.top5 / self.count, "loss": self.loss / self.count,
-                "count": self.count}
+        means = {"top1": self.top1 / self.count, "top5": self.top5 / self.count, "loss": self.loss / self.count,
+                 "count": self.count}
+        if self.hits is not None:
+            means["hits"] = torch.cat(self.hits).numpy()
+        return means
 
 
 def _logits(model: nn.Module, inputs: Tensor, targets: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
     """The model's logits for a batch moved to ``device``, and the moved targets; shapes and classes checked."""
+    targets = _class_indices(targets, device)
+    return _checked_logits(model(inputs.to(device)), targets), targets
+
+
+def _class_indices(targets: Tensor, device: torch.device) -> Tensor:
+    """``targets`` on ``device`` as int64, checked to be a tensor of integers."""
     if not isinstance(targets, Tensor) or targets.dtype.is_floating_point or targets.dtype.is_complex \
             or targets.dtype == torch.bool:
         raise TypeError(f"targets must be a tensor of integer class indices, got "
                         f"{getattr(targets, 'dtype', type(targets).__name__)}")
-    inputs, targets = inputs.to(device), targets.to(device)
-    logits = model(inputs)
+    return targets.to(device).long()
+
+
+def _checked_logits(logits: Tensor, targets: Tensor) -> Tensor:
+    """``logits`` checked to be ``(batch, classes)`` for ``targets`` of class indices in ``[0, classes)``."""
     if targets.ndim != 1 or logits.ndim != 2 or logits.shape[0] != targets.shape[0]:
         raise ValueError(
             "the model must return logits of shape (batch, classes) for targets of class indices (batch,); "
@@ -276,7 +316,7 @@ def _logits(model: nn.Module, inputs: Tensor, targets: Tensor, device: torch.dev
     if outside.numel():
         raise ValueError(f"targets must be class indices in [0, {classes}) (the model returns {classes} logits), "
                          f"got {int(outside[0])}")
-    return logits, targets.long()
+    return logits
 
 
 def _train_epoch(model: nn.Module, bar: Any, optimizer: torch.optim.Optimizer, device: torch.device,
