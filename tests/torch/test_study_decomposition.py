@@ -13,6 +13,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import tnlib_torch as tt  # noqa: E402
+from tests.torch import digits_study  # noqa: E402
+from tests.torch.digits_study import model_is_never_modified, pristine  # noqa: E402, F401
 from tnlib_torch.study.decomposition import (  # noqa: E402
     CALIBRATED,
     DATA_FREE,
@@ -34,9 +36,7 @@ FINE_TUNING_SAMPLES = 256
 
 
 def train_loader(samples: int | None = FINE_TUNING_SAMPLES) -> torch.utils.data.DataLoader:
-    images = tt.digits()
-    images = images if samples is None else torch.utils.data.Subset(images, range(samples))
-    return tt.loader(images, batch_size=64, shuffle=True, seed=0)
+    return digits_study.train_loader(64, samples)
 
 
 def calibration_loader() -> torch.utils.data.DataLoader:
@@ -48,33 +48,13 @@ def calibration_loader() -> torch.utils.data.DataLoader:
 
 @pytest.fixture(scope="module")
 def test_loader() -> torch.utils.data.DataLoader:
-    return tt.loader(tt.digits(train=False), batch_size=450)
+    return digits_study.test_loader(450)
 
 
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     """A four-layer CNN trained for 3 epochs on digits."""
-    torch.manual_seed(0)
-    cnn = tt.vanilla_cnn(in_channels=1, widths=(8, 16, 32, 32))
-    tt.fine_tune(cnn, train_loader(None), epochs=3, lr=0.05, seed=0, progress=False)
-    return cnn
-
-
-@pytest.fixture(scope="module")
-def pristine(model) -> dict[str, torch.Tensor]:
-    return {name: value.clone() for name, value in model.state_dict().items()}
-
-
-@pytest.fixture(autouse=True)
-def model_is_never_modified(request):
-    """After every test that uses the trained model, its state is what training left."""
-    if "model" not in request.fixturenames:
-        yield
-        return
-    model, before = request.getfixturevalue("model"), request.getfixturevalue("pristine")
-    yield
-    state = model.state_dict()
-    assert state.keys() == before.keys() and all(torch.equal(state[k], before[k]) for k in state)
+    return digits_study.trained_cnn((8, 16, 32, 32), epochs=3)
 
 
 @pytest.fixture(scope="module")

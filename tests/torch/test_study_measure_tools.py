@@ -12,26 +12,24 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import tnlib_torch as tt  # noqa: E402
+from tests.torch import digits_study  # noqa: E402
 from tnlib_torch.study.hits import unpack_hits  # noqa: E402
 from tnlib_torch.study.measure_tools import METRICS, fine_tuned, metrics, to_channels_last  # noqa: E402
 
 
 def train_loader() -> torch.utils.data.DataLoader:
-    return tt.loader(tt.digits(), batch_size=128, shuffle=True, seed=0)
+    return digits_study.train_loader(128)
 
 
 @pytest.fixture(scope="module")
 def test_loader() -> torch.utils.data.DataLoader:
-    return tt.loader(tt.digits(train=False), batch_size=100)
+    return digits_study.test_loader(100)
 
 
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     """A small CNN trained for one epoch on digits."""
-    torch.manual_seed(0)
-    cnn = tt.vanilla_cnn(in_channels=1, widths=(4, 4, 8, 8))
-    tt.fine_tune(cnn, train_loader(), epochs=1, lr=0.05, seed=0, progress=False)
-    return cnn
+    return digits_study.trained_cnn((4, 4, 8, 8), epochs=1, batch_size=128)
 
 
 @pytest.fixture(scope="module")

@@ -216,7 +216,8 @@ class StudyConfig:
     decompositions : tuple of str
         The decompositions compared at equal parameters, methods of
         :func:`~tnlib_torch.study.decomposition.decomposition_at_params`: ``"svd"`` (the cut truncation
-        across ``o|ihw`` stored as two factors; ``"truncate"``, its name before, is read as ``"svd"``),
+        across the cut the budget chooses per layer, stored as two factors; ``"truncate"``, its name
+        before, is read as ``"svd"``),
         ``"cp"``, ``"tucker2"``, ``"mps"``.
     calibration_samples : int
         Training images (un-augmented, the first of a permutation seeded by ``seed``) on which the

@@ -3,8 +3,9 @@
 :func:`decomposition_at_params` compares the structures of :func:`tnlib_torch.compress` on the same
 layers at the same share of their parameters, before and after fine-tuning, data-free or calibrated:
 
-- ``"svd"``: the cut truncation of the sweep, across ``o|ihw``, stored as its two factors
-  (:class:`~tnlib_torch.SVDConv2d`; called ``"truncate"`` in the study's config before);
+- ``"svd"``: the cut truncation of the sweep stored as its two factors, across the cut the budget
+  chooses for each layer (``cut="auto"``) (:class:`~tnlib_torch.SVDConv2d`; called ``"truncate"`` in
+  the study's config before);
 - ``"cp"``: :class:`~tnlib_torch.CPConv2d`, fitted by ALS;
 - ``"tucker2"``: :class:`~tnlib_torch.Tucker2Conv2d`;
 - ``"mps"``: :class:`~tnlib_torch.MPSConv2d`.
@@ -57,7 +58,7 @@ from tnlib_torch.study.selection import Patterns, select_dense_convs
 
 __all__ = ["DATA_FREE", "CALIBRATED", "DECOMPOSITION_METHODS", "EQUAL_SHARE", "MODES", "decomposition_at_params"]
 
-#: The methods of :func:`decomposition_at_params`; ``"svd"`` is the cut truncation across ``o|ihw`` as two factors.
+#: The methods of :func:`decomposition_at_params`; ``"svd"``: a cut truncation as two factors, the cut chosen per layer.
 DECOMPOSITION_METHODS = ("svd", "cp", "tucker2", "mps")
 #: The mode of a decomposition fitted without data, and of one calibrated on data.
 DATA_FREE, CALIBRATED = "data-free", "calibrated"

@@ -238,7 +238,7 @@ def accuracy_figure(records: Sequence[Record]) -> Figure | None:
                     ax.scatter([number(record, "norm_loss") for record in chosen],
                                [number(record, "top1") for record in chosen], s=20, marker=style["marker"],
                                facecolors="none" if hollow else style["color"], edgecolors=style["color"],
-                               label=f"{layer} (changed nothing)" if hollow else layer)
+                               label="hollow: changed nothing" if hollow else layer)
         line = sorted((record for record in sweeps_all if record["cut"] == cut), key=lambda r: number(r, "level"))
         if line:
             ax.plot([layers_max(record, "norm_loss") for record in line], [number(record, "top1") for record in line],
