@@ -1,5 +1,5 @@
-"""What the tests of the study's measurements share: a small CNN trained on digits, the digits loaders, and
-the guard that a measurement never changes the model it is given.
+"""What the tests of the study's measurements share: a small CNN trained on digits, the digits loaders, the
+guard that a measurement never changes the model it is given, and a model torch.fx cannot trace.
 
 A test module imports the fixtures it uses (``pristine``, ``model_is_never_modified``) and defines its own
 ``model`` fixture with :func:`trained_cnn`.
@@ -31,6 +31,22 @@ def trained_cnn(widths: tuple[int, int, int, int], epochs: int, batch_size: int 
     cnn = tt.vanilla_cnn(in_channels=1, widths=widths)
     tt.fine_tune(cnn, train_loader(batch_size), epochs=epochs, lr=0.05, seed=0, progress=False)
     return cnn
+
+
+class Branchy(torch.nn.Module):
+    """A small CNN whose forward branches on the values of its input, so that torch.fx cannot trace it."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(in_channels, 6, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.head = torch.nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        if x.mean() > 0:
+            x = x + torch.relu(self.conv2(x))
+        return self.head(x.mean(dim=(2, 3)))
 
 
 @pytest.fixture(scope="module")

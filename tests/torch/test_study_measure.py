@@ -282,24 +282,9 @@ def test_the_data_error_is_the_relative_change_of_the_layers_outputs_on_the_cali
     assert output_error(moments, weight, weight) == 0.0
 
 
-class Branchy(nn.Module):
-    """A small CNN whose forward branches on the values of its input: torch.fx cannot trace it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
-        self.head = nn.Linear(6, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        if x.mean() > 0:
-            x = x + torch.relu(self.conv2(x))
-        return self.head(x.mean(dim=(2, 3)))
-
-
 def test_a_model_fx_cannot_trace_is_swept_whole_with_the_same_records(test_loader):
     torch.manual_seed(0)
-    branchy = Branchy()
+    branchy = digits_study.Branchy(in_channels=1)
     with pytest.raises(torch.fx.proxy.TraceError):
         torch.fx.symbolic_trace(branchy)
     records = sweep_layer(branchy, "conv1", ["o|ihw", "oi|hw"], [0.2, 0.5], test_loader)

@@ -13,6 +13,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import tnlib_torch as tt  # noqa: E402
+from tests.torch import digits_study  # noqa: E402
 from tnlib_torch.study.suffix import evaluate_variants  # noqa: E402
 
 
@@ -97,24 +98,9 @@ def test_the_weight_and_the_training_flags_are_restored_also_after_an_error(resn
     assert {name: module.training for name, module in model.named_modules()} == flags
 
 
-class Branchy(nn.Module):
-    """Branches on the values of its input, so that torch.fx cannot trace it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
-        self.head = nn.Linear(6, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        if x.mean() > 0:
-            x = x + torch.relu(self.conv2(x))
-        return self.head(x.mean(dim=(2, 3)))
-
-
 def test_a_model_fx_cannot_trace_is_run_whole_for_each_variant():
     torch.manual_seed(0)
-    model = Branchy()
+    model = digits_study.Branchy(in_channels=3)
     with pytest.raises(torch.fx.proxy.TraceError):
         torch.fx.symbolic_trace(model)
     loader, weights = batches(side=8), variants_of(model, "conv2")

@@ -71,14 +71,13 @@ from tnlib_torch.compression.calibrated import output_error
 from tnlib_torch.compression.calibration import LayerMoments, input_moments
 from tnlib_torch.compression.surgery import truncated_layer
 from tnlib_torch.layers.reports import as_stored
-from tnlib_torch.study.hits import pack_hits
 from tnlib_torch.study.measure_tools import (
-    METRICS,
     Loader,
     Record,
     canonical_cut,
     check_fraction,
     check_training,
+    evaluation_fields,
     fine_tuned,
     layer_entry,
     metrics,
@@ -321,13 +320,13 @@ def sweep_layer(model: nn.Module, layer: str, cuts: Sequence[str | Cut], levels:
             plan.append((cut, level, svd, rank))
     work = to_channels_last(copy.deepcopy(model))
     original, evaluated = evaluate_variants(work, name, list(kernels.values()), loader, hits=True)
-    evaluations = dict(zip(kernels, map(_evaluation, evaluated)))
+    evaluations = dict(zip(kernels, map(evaluation_fields, evaluated)))
     errors = {key: _data_error(moments, weight, kernel) for key, kernel in kernels.items()}
     records = []
     for cut, level, svd, rank in plan:
         noop = rank == svd.full_rank
         entry = layer_entry(truncated_layer(name, conv, svd.info(rank)))
-        evaluation = _evaluation(original) if noop else evaluations[cut, rank]
+        evaluation = evaluation_fields(original) if noop else evaluations[cut, rank]
         error = _data_error(moments, weight, weight) if noop else errors[cut, rank]
         records.append(_sweep_record(name, cut, level, entry, evaluation, noop, error))
     return records
@@ -449,11 +448,6 @@ def _sweep_record(name: str, cut: str, level: float, entry: Record, evaluation: 
     fields = {**entry, "cut": cut, "level": level}  # an entry may carry its own "cut" (a LayerCompression's)
     return record("sweep", name, cut, level, **fields, **evaluation, noop=noop,
                   saves=entry["factored_params"] < entry["params"], data_error=data_error)
-
-
-def _evaluation(result: dict[str, Any]) -> Record:
-    """The record fields of a :func:`tnlib_torch.evaluate` result with ``hits=True``: the metrics, hits packed."""
-    return {**{name: result[name] for name in METRICS}, "hits": pack_hits(result["hits"])}
 
 
 def _kernel(model: nn.Module, name: str) -> Tensor:

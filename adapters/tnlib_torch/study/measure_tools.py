@@ -29,8 +29,8 @@ from tnlib_torch.compression.surgery import truncate_model_
 from tnlib_torch.study.hits import pack_hits
 from tnlib_torch.zoo.train import TrainingDiverged, evaluate, fine_tune
 
-__all__ = ["METRICS", "Loader", "Record", "canonical_cut", "check_fraction", "check_training", "fine_tuned",
-           "layer_entry", "metrics", "record", "to_channels_last", "truncated_copy"]
+__all__ = ["METRICS", "Loader", "Record", "canonical_cut", "check_fraction", "check_training", "evaluation_fields",
+           "fine_tuned", "layer_entry", "metrics", "record", "to_channels_last", "truncated_copy"]
 
 Loader = Iterable[tuple[Tensor, Tensor]]
 Record = dict[str, Any]
@@ -66,7 +66,11 @@ def metrics(model: nn.Module, loader: Loader) -> dict[str, Any]:
     """``top1``, ``top5``, ``loss`` and ``count`` of :func:`tnlib_torch.evaluate`, and ``hits``: whether each
     sample, in loader order, is a top-1 hit, packed as text (:func:`~tnlib_torch.study.hits.pack_hits`; its
     mean is ``top1``)."""
-    result = evaluate(model, loader, hits=True)
+    return evaluation_fields(evaluate(model, loader, hits=True))
+
+
+def evaluation_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """The record fields of a :func:`tnlib_torch.evaluate` result with ``hits=True``: the metrics, hits packed."""
     return {**{name: result[name] for name in METRICS}, "hits": pack_hits(result["hits"])}
 
 
