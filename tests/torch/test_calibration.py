@@ -216,6 +216,69 @@ def test_recalibrate_batchnorm_equals_torchs_cumulative_statistics_and_changes_n
     torch.testing.assert_close(model[1].running_mean, y.mean(dim=(0, 2, 3)))
 
 
+def _trained_statistics(model: nn.Module) -> nn.Module:
+    """``model`` with running statistics unlike any batch's, as if estimated on other data."""
+    with torch.no_grad():
+        for norm in (model[1], model[5]):
+            norm.running_mean.uniform_(-1.0, 1.0)
+            norm.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_a_reference_corrects_the_statistics_by_the_paired_change():
+    reference = _trained_statistics(_bn_model())
+    model = copy.deepcopy(reference)
+    with torch.no_grad():
+        model[0].weight.mul_(1.5)  # the "compression": the first conv's outputs change
+    batches = [torch.randn(8, 3, 9, 9) for _ in range(3)]
+    held = copy.deepcopy(model.state_dict())
+    measured, measured_reference = (recalibrate_batchnorm(copy.deepcopy(m), batches) for m in (model, reference))
+    reference_state = _state(reference)
+    assert recalibrate_batchnorm(model, batches, reference=reference) is model
+    for n in ("1", "5"):
+        mean, var = (measured.get_submodule(n).running_mean, measured.get_submodule(n).running_var)
+        ref_mean, ref_var = (measured_reference.get_submodule(n).running_mean,
+                             measured_reference.get_submodule(n).running_var)
+        torch.testing.assert_close(model.get_submodule(n).running_mean, held[f"{n}.running_mean"] + mean - ref_mean)
+        torch.testing.assert_close(model.get_submodule(n).running_var, held[f"{n}.running_var"] * var / ref_var)
+    _assert_unchanged(reference, reference_state)
+    # an unchanged network keeps its statistics: the paired change is zero
+    same = copy.deepcopy(reference)
+    recalibrate_batchnorm(same, batches, reference=reference)
+    for key, value in same.state_dict().items():
+        if key.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(value, reference.state_dict()[key], rtol=1e-6, atol=1e-6)
+
+
+def test_a_channel_dead_in_the_reference_gets_the_models_own_estimate():
+    reference = _trained_statistics(_bn_model())
+    with torch.no_grad():
+        reference[0].weight[2].zero_()
+        reference[0].bias[2] = 0.0  # channel 2 of the first BatchNorm's input is zero: no variance
+    model = copy.deepcopy(reference)
+    with torch.no_grad():
+        model[0].weight[2].fill_(0.1)
+    batches = [torch.randn(8, 3, 9, 9)]
+    recalibrate_batchnorm(model, batches, reference=reference)
+    estimated = recalibrate_batchnorm(copy.deepcopy(model), batches)
+    assert bool(torch.isfinite(model[1].running_var).all())
+    torch.testing.assert_close(model[1].running_var[2], estimated[1].running_var[2])
+
+
+def test_a_reference_without_the_models_batchnorm_is_refused():
+    model = _bn_model()
+    wider = _bn_model()
+    wider[5] = nn.BatchNorm2d(3)
+    state = _state(model)
+    with pytest.raises(ValueError, match="reference has no BatchNorm '5' of 2 features"):
+        recalibrate_batchnorm(model, torch.randn(2, 3, 9, 9), reference=wider)
+    with pytest.raises(TypeError, match="reference must be a torch.nn.Module"):
+        recalibrate_batchnorm(model, torch.randn(2, 3, 9, 9), reference="model")
+    with pytest.raises(TypeError, match="must be re-iterable"):
+        recalibrate_batchnorm(model, iter([torch.randn(2, 3, 9, 9)]), reference=_bn_model())
+    _assert_unchanged(model, state)
+
+
 def _state(model: nn.Module) -> tuple[dict, list[bool], list]:
     norms = [m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     return copy.deepcopy(model.state_dict()), [m.training for m in model.modules()], norms

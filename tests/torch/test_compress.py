@@ -23,7 +23,7 @@ from tnlib_torch.compression.policies import (  # noqa: E402
     policy_for,
 )
 from tnlib_torch.compression.request import check_request  # noqa: E402
-from tnlib_torch.compression.structures import CPStructure, rank_grid  # noqa: E402
+from tnlib_torch.compression.structures import CP_RIDGE, CPStructure, rank_grid  # noqa: E402
 
 INPUT = (4, 12, 10)
 EXACT_METHODS = ("tucker2", "mps", "svd")
@@ -176,6 +176,16 @@ def test_gradients_flow_through_every_compressed_layer():
     small, _ = tt.compress(make_model(low_rank=2), "cp", rank=2, fit={"seed": 0, "max_iter": 20}, linear=True)
     small(sample()).square().sum().backward()
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in small.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("fit, ridge", [({}, CP_RIDGE), ({"ridge": 0.0}, 0.0), ({"ridge": 0.2}, 0.2),
+                                        ({"method": "lm"}, None)])
+def test_compress_fits_cp_with_its_ridge_unless_told_otherwise(fit, ridge):
+    model = make_model()
+    small, _ = tt.compress(model, "cp", rank=2, include="same", fit={"max_iter": 10, **fit}, seed=0)
+    options = {"method": "lm"} if ridge is None else {"ridge": ridge}
+    expected = tt.CPConv2d.from_conv(model.same, 2, max_iter=10, seed=0, **options)
+    assert torch.equal(small.same.folded_weight(), expected.folded_weight())
 
 
 def test_truncate_is_truncate_model_on_a_copy():

@@ -279,6 +279,17 @@ def test_cp_fit_reports_history_and_error():
     assert layer.info.rel_error == pytest.approx(rel(layer.to_conv().weight, conv.weight), abs=1e-10)
 
 
+def test_cp_ridge_is_the_core_fit_with_that_ridge():
+    conv = make_conv({"in_channels": 5, "out_channels": 6, "kernel_size": 3})
+    kernel = conv.weight.detach().double()
+    for ridge in (0.0, 0.5):
+        layer = tt.CPConv2d.from_conv(conv, 3, max_iter=20, seed=0, ridge=ridge)
+        fit = tnlib.cp(kernel, 3, max_iter=20, seed=0, ridge=ridge)
+        assert torch.allclose(layer.folded_weight().detach().double(), fit.to_dense(), atol=1e-6)
+    with pytest.raises(ValueError, match="ridge applies to method='als' only"):
+        tt.CPConv2d.from_conv(conv, 3, method="lm", ridge=0.5)
+
+
 def test_cp_significance_reads_the_current_factors():
     conv = make_conv({"in_channels": 5, "out_channels": 6, "kernel_size": (3, 2)})
     layer = tt.CPConv2d.from_conv(conv, 3, max_iter=20, seed=0)

@@ -191,8 +191,12 @@ def cp(
         Seed of the random columns of ``"svd"``/``"random"`` initialization;
         the same seed gives the same result.
     ridge
-        ALS only: adds ``ridge * ||A_n||_F^2`` to each least-squares update,
-        which keeps ill-conditioned updates bounded (the error may then rise).
+        ALS only: adds ``ridge * ||A_n||_F^2`` to each least-squares update.
+        The other factors' columns have unit norm, so ALS then minimizes
+        ``||T - T~||_F^2 + ridge * sum_r w_r^2``: a dimensionless weight (the
+        same for ``T`` and ``c T``) that keeps the terms from growing large and
+        cancelling one another (a degenerate fit, ill-conditioned for later
+        gradient steps); the error may then rise.
     line_search
         ALS only: try an extrapolated point after every sweep (default True).
     labels

@@ -22,7 +22,9 @@ about ``eps`` relative to ``||T||``.  ALS decides an extrapolation by an
 estimate of the error resolved to about ``eps / rel_error`` relative to
 ``||T||``, so a rung may exceed the one below by that much: nothing for an
 approximation, up to about 1e-8 for a fit that is exact (``rel_error`` near
-``sqrt(eps)``).
+``sqrt(eps)``).  With ``ridge > 0`` ALS minimizes the penalized objective
+``||T - T~||^2 + ridge * sum_r w_r^2`` instead, so the errors may rise along
+the ladder (by about what the penalty saves).
 
 Metric.  With ``metric`` (:mod:`tnlib.metric`) the whole ladder runs in the
 metric space: ``T' = T x L^T`` is formed once, the ladder (padding included)
@@ -95,6 +97,7 @@ def cp_ladder(
     sweeps: int = 25,
     tol: float = 1e-6,
     seed: int | np.random.Generator | None = None,
+    ridge: float = 0.0,
     labels: str | Sequence[str] | None = None,
     metric: Mapping[str, Array] | None = None,
 ) -> list[CPTensor]:
@@ -119,6 +122,11 @@ def cp_ladder(
         Seed of the random columns of the ``"svd"`` initializations (used only
         where a rung adds more components than a mode's size); the same seed
         gives the same ladder.
+    ridge
+        ALS only, as in :func:`tnlib.cp` (checked there): every rung's fit
+        adds ``ridge * sum_r w_r^2`` to its squared error, which keeps the
+        terms from growing large and cancelling (a degenerate fit); the
+        errors then need not fall along the ladder.
     labels, metric
         As in :func:`tnlib.cp`: fit, pad and report in the norm ``||X||_M``;
         the whole ladder runs in the metric space (see the module docs).
@@ -153,5 +161,5 @@ def cp_ladder(
     fits: list[CPTensor] = []
     for rank in ranks:
         init = _padded(work, fits[-1], rank, rng) if fits else "svd"
-        fits.append(cp(work, rank, method=method, init=init, max_iter=sweeps, tol=tol, seed=rng))
+        fits.append(cp(work, rank, method=method, init=init, max_iter=sweeps, tol=tol, seed=rng, ridge=ridge))
     return [_to_tensor_space(fit, space, names, dtype) for fit in fits]

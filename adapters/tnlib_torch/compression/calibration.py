@@ -9,7 +9,8 @@ every output position of every sample.  ``M`` is the data metric of :mod:`tnlib.
 error of the layer's outputs on that data (bias excluded).
 
 :func:`recalibrate_batchnorm` re-estimates every BatchNorm's running statistics on data, as a
-compressed model needs after its layers changed.
+compressed model needs after its layers changed, or (given the network it came from) corrects
+them by the change measured on the same data.
 
 Both check their arguments first and leave the model as they found it when anything fails
 (training flags, BatchNorm buffers and momentum; no hook is left behind).  See
@@ -18,7 +19,7 @@ docs/torch_calibration.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from math import prod
@@ -374,19 +375,36 @@ def input_moments(
 
 
 def recalibrate_batchnorm(
-    model: nn.Module, data: Any, *, samples: int | None = None, batch_size: int = DEFAULT_BATCH
+    model: nn.Module, data: Any, *, samples: int | None = None, batch_size: int = DEFAULT_BATCH,
+    reference: nn.Module | None = None,
 ) -> nn.Module:
     """Re-estimate the running mean and variance of every BatchNorm of ``model`` on ``data``.
 
-    Each BatchNorm that tracks running statistics is reset and, with ``momentum=None``, averages
-    the batch statistics cumulatively: after ``k`` batches its running mean is the mean of the
-    ``k`` batch means and its running variance the mean of the ``k`` unbiased batch variances
-    (torch's cumulative moving average, as :func:`torch.optim.swa_utils.update_bn`).  During the
-    pass only the BatchNorms are in training mode (dropout and the rest in eval mode), with no
-    gradients; afterwards every training flag and momentum is what it was.  Nothing but the
-    BatchNorms' ``running_mean``, ``running_var`` and ``num_batches_tracked`` changes, and on
-    any failure those are restored too.  A model without such a BatchNorm is returned as it is,
-    ``data`` unread.
+    Each BatchNorm that tracks running statistics averages its batch statistics on ``data``
+    cumulatively: over ``k`` batches, the mean ``m`` of the ``k`` batch means and the mean ``v``
+    of the ``k`` unbiased batch variances (torch's cumulative moving average, as
+    :func:`torch.optim.swa_utils.update_bn`).  During the pass only the BatchNorms are in
+    training mode (dropout and the rest in eval mode), with no gradients.
+
+    Without ``reference`` the running statistics become ``(m, v)``.  With ``reference`` (the
+    network ``model`` was made from, whose BatchNorm statistics ``model`` holds now, e.g. from
+    the whole training set), the data estimate only the change ``model`` made, paired on the same
+    samples: with ``(m_ref, v_ref)`` the reference's averages on ``data`` and ``(mu, var)`` the
+    statistics ``model`` holds,
+
+        mu <- mu + (m - m_ref),        var <- var * v / v_ref,
+
+    so the sampling error the two networks share on ``data`` cancels, and a few hundred images
+    correct the statistics without replacing the larger sample they came from (a channel with
+    ``v_ref`` at most ``eps`` times the layer's largest gets ``v``).  On ResNet-20 compressed to a
+    quarter of its block convs' parameters and refitted (1,000 JPEG CIFAR-10 images), plain
+    re-estimation kept 72.2% top-1, the published statistics 74.7%, the paired correction 75.0%
+    (docs/torch_calibration.md).
+
+    Afterwards every training flag and momentum is what it was, and nothing but the BatchNorms'
+    ``running_mean``, ``running_var`` and ``num_batches_tracked`` has changed (of ``model``;
+    ``reference`` is left as it was); on any failure those are restored too.  A model without
+    such a BatchNorm is returned as it is, ``data`` unread.
 
     Parameters
     ----------
@@ -395,35 +413,89 @@ def recalibrate_batchnorm(
     data, samples, batch_size
         As :func:`input_moments` takes them; all the batches weigh alike in the average, the
         last one cut by ``samples`` too.
+    reference
+        Optional: a module with a BatchNorm of the same name and width for every one of
+        ``model``'s (others are ignored), on any one device.  ``data`` is then read twice, so it
+        must be re-iterable (a tensor, a ``DataLoader``, a list), not a one-shot iterator.
 
     Returns
     -------
     nn.Module
         ``model`` itself.
+
+    Raises
+    ------
+    ValueError
+        If ``reference`` lacks one of ``model``'s BatchNorms (named), as well as for the data
+        errors of :func:`input_moments`.
+    TypeError
+        If ``reference`` is not a module, or is given with a one-shot iterator as ``data``.
     """
     check_module(model)
     samples = None if samples is None else check_count(samples, "samples")
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, _BatchNorm) and m.track_running_stats}
     if not norms:
         return model
-    device = model_device(model)
-    batches = input_batches(data, batch_size)
+    if reference is not None:
+        check_module(reference, "reference")
+        references = _matching_norms(reference, norms)
+        if isinstance(data, Iterator):
+            raise TypeError("data is read twice with reference (once per network), so it must be re-iterable: "
+                            f"a tensor, a DataLoader or a list of batches, got a one-shot {type(data).__name__}")
+    estimated = _batch_statistics(model, list(norms.values()), data, samples, batch_size)
+    if reference is not None:
+        paired = _batch_statistics(reference, references, data, samples, batch_size)
+        estimated = [_corrected(norm, stats, ref) for norm, stats, ref in zip(norms.values(), estimated, paired)]
+    with torch.no_grad():
+        for norm, stats in zip(norms.values(), estimated):
+            for buffer, value in zip(_statistics(norm), stats):
+                buffer.copy_(value)
+    return model
+
+
+def _matching_norms(reference: nn.Module, norms: Mapping[str, _BatchNorm]) -> list[_BatchNorm]:
+    """The BatchNorms of ``reference`` with the names of ``norms``, each of the same width."""
+    modules = dict(reference.named_modules())
+    matched = []
+    for name, norm in norms.items():
+        other = modules.get(name)
+        alike = isinstance(other, _BatchNorm) and other.track_running_stats and other.num_features == norm.num_features
+        if not alike:
+            raise ValueError(f"reference has no BatchNorm {name!r} of {norm.num_features} features tracking "
+                             f"running statistics, as the model has; expected the network the model was made from")
+        matched.append(other)
+    return matched
+
+
+def _batch_statistics(model: nn.Module, norms: Sequence[_BatchNorm], data: Any, samples: int | None,
+                      batch_size: int) -> list[list[torch.Tensor]]:
+    """Each norm's cumulative average of batch statistics on ``data`` (mean, variance, batch count).
+
+    The norms' buffers and momenta, and the model's training flags, are as they were afterwards.
+    """
     saved = [(m.momentum, [b.clone() for b in _statistics(m)]) for m in norms]
     try:
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None
         with evaluation_mode(model, train=norms):
-            run_on_data(model, batches, samples, device)
-    except BaseException:
-        for norm, (_, buffers) in zip(norms, saved):
+            run_on_data(model, input_batches(data, batch_size), samples, model_device(model))
+        return [[b.clone() for b in _statistics(norm)] for norm in norms]
+    finally:
+        for norm, (momentum, buffers) in zip(norms, saved):
+            norm.momentum = momentum
             for buffer, old in zip(_statistics(norm), buffers):
                 buffer.copy_(old)
-        raise
-    finally:
-        for norm, (momentum, _) in zip(norms, saved):
-            norm.momentum = momentum
-    return model
+
+
+def _corrected(norm: _BatchNorm, stats: Sequence[torch.Tensor],
+               reference: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``norm``'s running statistics moved by the paired change ``stats`` against ``reference`` on the same data."""
+    mean, var, batches = stats
+    ref_mean, ref_var = (r.to(mean.device) for r in reference[:2])
+    live = ref_var > torch.finfo(ref_var.dtype).eps * ref_var.max().clamp(min=torch.finfo(ref_var.dtype).tiny)
+    ratio = torch.where(live, var / torch.where(live, ref_var, 1.0), 1.0)
+    return [norm.running_mean + (mean - ref_mean), torch.where(live, norm.running_var * ratio, var), batches]
 
 
 def _statistics(norm: _BatchNorm) -> list[torch.Tensor]:

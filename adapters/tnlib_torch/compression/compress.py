@@ -38,7 +38,9 @@ kernel), a budget weighs each layer's output error by the loss's sensitivity to
 it if asked (:mod:`tnlib_torch.compression.sensitivity`), ``refine`` corrects the
 factorized layers one after the other against the original network's outputs
 (:func:`tnlib_torch.compression.refine.refine_`), and the BatchNorm statistics
-are re-estimated on the data at the end (:func:`tnlib_torch.recalibrate_batchnorm`).
+are corrected at the end by the change the compression made to them on the data, measured
+against the original network on the same samples
+(:func:`tnlib_torch.recalibrate_batchnorm` with ``reference``).
 See docs/torch_compress.md.
 """
 
@@ -205,9 +207,11 @@ def compress_(
         docs/torch_compress.md), ``"fisher"`` or ``"measured"``
         (:func:`tnlib_torch.compression.sensitivity.layer_sensitivities`).
     recalibrate
-        With ``calibration``: re-estimate the BatchNorm statistics on it at the end (default).
-        ``False`` keeps the model's own, which is better when they came from far more (or
-        cleaner) data than the calibration set and the compression is mild.
+        With ``calibration``: correct the BatchNorm statistics at the end (default) by the
+        change the compression made to them on the calibration data, paired against the
+        original network on the same samples (:func:`tnlib_torch.recalibrate_batchnorm` with
+        ``reference``, which keeps what the model's own statistics learned from far more data);
+        ``False`` keeps the model's own unchanged.
 
     Returns
     -------
@@ -241,7 +245,8 @@ def compress_(
     costs_before = None if input_size is None else layer_costs(model, input_size)
     originals = {name: (layer, count_params(layer), layer.weight.detach().clone()) for name, layer in selected.items()}
     params_before = count_params(model)
-    original_model = copy.deepcopy(model) if calibrated is not None and calibrated.refine else None
+    original_model = (copy.deepcopy(model) if calibrated is not None and (calibrated.refine or calibrated.recalibrate)
+                      else None)
     policy = policy_for(request, costs_before, data)
     replacements = policy.choose(model, selected)
     for name, replacement in replacements.items():
@@ -277,7 +282,7 @@ def _calibrate(model: nn.Module, original: nn.Module | None, replacements: dict[
     gains the time of each step.
     """
     refined = {}
-    if original is not None:
+    if calibration.refine:
         start = time.perf_counter()
         factorized = [name for name, r in replacements.items() if isinstance(r.module, FactorizedModule)]
         samples = (calibration.samples if calibration.refine == "kernel"
@@ -288,7 +293,7 @@ def _calibrate(model: nn.Module, original: nn.Module | None, replacements: dict[
         data.seconds["refine"] = time.perf_counter() - start
     if calibration.recalibrate:
         start = time.perf_counter()
-        recalibrate_batchnorm(model, calibration.data, samples=calibration.samples)
+        recalibrate_batchnorm(model, calibration.data, samples=calibration.samples, reference=original)
         data.seconds["batchnorm"] = time.perf_counter() - start
     return refined
 

@@ -124,14 +124,18 @@ class CPConv2d(FactorizedConv2d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, rank: int, method: str = "als", init: str = "svd", max_iter: int = 100,
-                  tol: float = 1e-8, seed: int | np.random.Generator | None = None, *,
+                  tol: float = 1e-8, seed: int | np.random.Generator | None = None, *, ridge: float = 0.0,
                   metric: LayerMetric = None) -> CPConv2d:
         """The CP chain of a trained conv, by :func:`tnlib.cp` of each group's kernel (in float64).
 
-        ``method``, ``init``, ``max_iter``, ``tol`` and ``seed`` are those of
-        :func:`tnlib.cp`; every group gets the same ``seed``.  The factors are
-        cast to the conv's dtype and device, the bias is copied, and ``info``
-        is a :class:`CPFitInfo`.
+        ``method``, ``init``, ``max_iter``, ``tol``, ``seed`` and ``ridge`` are
+        those of :func:`tnlib.cp`; every group gets the same ``seed``.  The
+        factors are cast to the conv's dtype and device, the bias is copied,
+        and ``info`` is a :class:`CPFitInfo`.  A layer that will be fine-tuned
+        wants a small ``ridge`` (``compress`` uses
+        :data:`tnlib_torch.compression.structures.CP_RIDGE`): it bounds the
+        terms' norms, whereas an unpenalized fit may reach its error with large
+        terms that cancel, which a gradient step then breaks.
 
         ``metric`` (:mod:`tnlib.metric`; one mapping for every group, or one per
         conv group) fits each group kernel (labels ``"oihw"``) in the norm
@@ -146,7 +150,7 @@ class CPConv2d(FactorizedConv2d):
 
         def decompose(kernel: Tensor, common: tuple[int, ...] | None, metric: GroupMetric | None) -> Fit:
             model = tnlib.cp(kernel, rank, method=method, init=init, max_iter=max_iter, tol=tol, seed=seed,
-                             labels="oihw", metric=metric)
+                             ridge=ridge, labels="oihw", metric=metric)
             w = model.weights
             scale = w.abs() ** 0.25
             a_o, a_i, a_h, a_w = (factor * scale for factor in model.factors)
