@@ -304,8 +304,9 @@ def test_the_cp_budget_fits_a_ladder_of_ranks_and_meets_the_budget():
     largest = min(16 * 16 * 9 // 16, (16 * 16 * 9 - 1) // (16 + 16 + 3 + 3))
     ranks = [r for (r,) in ladder.ranks]
     assert largest == 60 and ranks == [1, 2, 3, 4, 6, 9, 14, 20, 29, 41, 60]
-    # the candidates are the warm-started ladder's fits (fit's max_iter bounds each rung), errors never increasing
-    rungs = tnlib.cp_ladder(model.same.weight.detach().double(), ranks, sweeps=10, seed=0, labels="oihw")
+    # the candidates are the warm-started ladder's fits (fit's max_iter bounds each rung, CP_RIDGE each fit)
+    rungs = tnlib.cp_ladder(model.same.weight.detach().double(), ranks, sweeps=10, seed=0, labels="oihw",
+                            ridge=CP_RIDGE)
     np.testing.assert_allclose(ladder.errors, [rung.info.rel_error ** 2 for rung in rungs], rtol=1e-10)
     assert np.all(np.diff(ladder.errors) <= 1e-12)
     small, report = tt.compress(model, "cp", budget=0.5, include=["same", "mix"], fit={"max_iter": 10}, seed=0)
