@@ -160,7 +160,9 @@ def compress_(
         Keywords for the fit of every kxk conv (and, for ``"svd"``, of every
         layer), passed to the layer's ``from_conv``: ``{"method": "lm",
         "max_iter": 200, "seed": 0}`` for CP, ``{"method": "hooi"}`` for
-        Tucker-2, ``{"method": "randomized", "seed": 0}`` for an SVD.
+        Tucker-2, ``{"method": "randomized", "seed": 0}`` for an SVD.  CP (ALS) fits
+        get ``"ridge": CP_RIDGE`` (0.01) unless ``fit`` gives one, so that the layers
+        can be fine-tuned (:data:`tnlib_torch.compression.structures.CP_RIDGE`).
     seed
         The seed of every fit that draws random numbers (CP's initialization and
         :func:`tnlib.cp_rank`, a randomized SVD of an MPS, an SVD split or a
