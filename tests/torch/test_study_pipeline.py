@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import shutil
 import time
 
@@ -283,6 +284,17 @@ def test_dask_starts_the_tasks_in_the_order_of_the_plan(tmp_path, monkeypatch):
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
         runner._run_on_dask(client, tasks, {}, b"", lambda task, output: None)
     assert started.read_text().split() == [str(position) for position in range(30)]
+
+
+def test_local_workers_keep_glibc_trimming_and_one_thread_each():
+    pytest.importorskip("distributed")
+
+    def environ(names=("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")):
+        return {name: os.environ.get(name) for name in names}
+
+    with runner._dask_client(workers=1, scheduler=None) as client:
+        (seen,) = client.run(environ).values()
+    assert seen == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.slow
