@@ -399,6 +399,19 @@ def test_every_layer_of_a_resnet20_has_its_own_color():
     assert len(points) == 19 and len({tuple(dots.get_facecolor()[0]) for dots in points}) == 19
 
 
+def test_the_legend_of_a_resnet20_fits_inside_its_figure():
+    layers = [f"layer{index}.conv" for index in range(19)]
+    records = [{**BASELINE, "layers": layers}] + [
+        {**SWEEPS[0], "key": ["sweep", layer, "o|ihw", 0.1], "layer": layer} for layer in layers]
+    figure = predictors_figure(records)  # one row of panels: the shortest figure with a legend of every layer
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    (legend,) = figure.legends
+    assert len(legend.get_texts()) == 19
+    box, frame = legend.get_window_extent(renderer), figure.bbox
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+
+
 @pytest.mark.parametrize("draw", FIGURES.values())
 def test_a_kind_without_data_gives_no_figure(draw):
     assert draw([BASELINE]) is None

@@ -82,12 +82,15 @@ def _panels(panels: int, title: str, sharey: bool = False) -> tuple[Figure, list
 
 
 def _legend(figure: Figure, axes: Sequence[Axes], title: str | None = None) -> None:
-    """One legend beside the panels, each label once."""
+    """One legend beside the panels, each label once, in as many columns as the figure's height needs."""
     entries: dict[str, Any] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    figure.legend(list(entries.values()), list(entries), loc="outside right upper", title=title)
+    rows = max(1, int((figure.get_figheight() - LEGEND_MARGIN_INCHES) / LEGEND_ENTRY_INCHES))
+    columns = math.ceil(len(entries) / rows)
+    figure.set_figwidth(figure.get_figwidth() + (columns - 1) * LEGEND_COLUMN_INCHES)  # the panels keep their width
+    figure.legend(list(entries.values()), list(entries), loc="outside right upper", title=title, ncols=columns)
 
 
 def _color(order: Sequence[Hashable], item: Hashable) -> Any:
@@ -123,6 +126,10 @@ def _style(order: Sequence[Hashable], item: Hashable) -> dict[str, Any]:
 SPECTRUM_OFFSET = 0.008
 #: About how many markers :func:`spectra_figure` draws on a line (a long spectrum gets one every few values).
 _MARKERS_PER_LINE = 12
+#: The height of one legend entry (a 10-point label and its spacing), what a legend's title and frame take,
+#: and the width of a column of labels such as ``layer1.0.conv1``, in inches: a legend gets a new column
+#: where the figure's height holds no more entries, and the figure grows by that column.
+LEGEND_ENTRY_INCHES, LEGEND_MARGIN_INCHES, LEGEND_COLUMN_INCHES = 0.22, 0.5, 1.9
 
 
 def _baseline_line(ax: Axes, records: Sequence[Record]) -> None:
