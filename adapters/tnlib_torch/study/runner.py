@@ -37,7 +37,8 @@ from tnlib_torch.study.inputs import resolve_inputs
 from tnlib_torch.study.measure_tools import to_channels_last
 from tnlib_torch.study.store import Key
 
-__all__ = ["CONNECT_TIMEOUT", "Task", "TaskOutput", "cached_inputs", "check_placement", "local_worker_environ", "open_runner", "run_task"]
+__all__ = ["CONNECT_TIMEOUT", "Task", "TaskOutput", "cached_inputs", "check_placement", "local_worker_environ",
+           "open_runner", "run_task"]
 
 #: Seconds to wait for the Dask scheduler of ``scheduler=ADDRESS`` to answer.
 CONNECT_TIMEOUT = 10.0
