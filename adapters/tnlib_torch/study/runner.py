@@ -247,8 +247,6 @@ def _run_on_dask(client: Any, tasks: Sequence[Task], config: Mapping[str, Any], 
 def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     """A client of a new local cluster of ``workers`` processes, or of the scheduler at ``scheduler``."""
     distributed = _distributed()
-    import dask.config
-
     if scheduler is not None:
         try:
             client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
@@ -261,6 +259,8 @@ def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         return
     # no dashboard, and the scheduler's HTTP endpoints on a free port rather than 8787, which another
     # study (or any Dask cluster) may hold
+    import dask.config
+
     with dask.config.set({SPAWN_ENVIRON: local_worker_environ()}):
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                            dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
