@@ -434,6 +434,7 @@ def fine_tune_section(candidate: tuple[str, Outcome], setting: Setting) -> Secti
     def tuned(model: nn.Module) -> tuple[Outcome, float]:
         model = copy.deepcopy(model)
         before = _top1(model, setting)
+        setting.fine_tune.generator.manual_seed(SEED)  # both models see the same images in the same order
         start = time.perf_counter()
         tt.fine_tune(model, setting.fine_tune, **FINE_TUNE, seed=SEED, progress=False)
         seconds = time.perf_counter() - start

@@ -133,8 +133,23 @@ def test_a_calibrated_budget_weighs_output_errors_and_beats_uniform_on_its_objec
     kept = sum(layer.params_after for layer in report.layers.values())
     assert kept <= 0.4 * sum(layer.params_before for layer in report.layers.values())
     assert all(layer.output_error is not None for layer in report.layers.values())
-    _, unweighted = tt.compress(model, "tucker2", budget=0.4, calibration=x, seed=0)
+    _, unweighted = tt.compress(model, "tucker2", budget=0.4, calibration=x, seed=0, sensitivity="none")
     assert unweighted.scores["allocation"]["weights"] is None and "sensitivity" not in unweighted.calibration["seconds"]
+
+
+def test_the_default_sensitivity_is_fisher_for_a_classifier_and_none_otherwise():
+    classifier, x = small_net(), anisotropic_images(64)
+    _, fisher = tt.compress(classifier, "tucker2", budget=0.4, calibration=x, seed=0, sensitivity="fisher")
+    _, auto = tt.compress(classifier, "tucker2", budget=0.4, calibration=x, seed=0)
+    assert auto.calibration["sensitivity"] == "fisher"
+    assert auto.scores["allocation"]["weights"] == fisher.scores["allocation"]["weights"]
+    assert {name: layer.ranks for name, layer in auto.layers.items()} == {
+        name: layer.ranks for name, layer in fisher.layers.items()}
+    features = small_net()[:5]  # ends with a ReLU: (batch, 12, 10, 10) outputs, no logits
+    _, report = tt.compress(features, "tucker2", budget=0.4, calibration=x, seed=0)
+    assert report.calibration["sensitivity"] == "none" and report.scores["allocation"]["weights"] is None
+    _, fixed = tt.compress(classifier, "tucker2", ranks=4, calibration=x, seed=0)
+    assert fixed.calibration["sensitivity"] == "none" and "sensitivity" not in fixed.calibration["seconds"]
 
 
 def test_the_cp_budget_uses_the_budget():
@@ -238,6 +253,16 @@ def test_bad_calibration_data_is_refused_before_anything_changes(data, kind, mat
 def test_bad_calibration_options_name_the_argument(options, kind, match):
     with pytest.raises(kind, match=match):
         tt.compress(small_net(), "tucker2", budget=0.5, **options)
+
+
+def test_equal_weights_need_no_data():
+    """``sensitivity="none"`` asks for nothing a data-free compress lacks: it is the data-free compress."""
+    model = small_net()
+    plain, report = tt.compress(model, "tucker2", budget=0.5, seed=0)
+    alike, alike_report = tt.compress(model, "tucker2", budget=0.5, seed=0, sensitivity="none")
+    assert alike_report.calibration is None and report.calibration is None
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(alike.state_dict()[key], value, rtol=0, atol=0)
 
 
 def test_truncation_takes_no_calibration():

@@ -125,8 +125,10 @@ def test_fine_tuning_keeps_the_factorized_layers_and_moves_the_model(decomposed,
 
 
 def test_the_record_is_compress_then_fine_tune_by_hand(model, test_loader, decomposed):
-    """The calibrated svd record: compress(..., calibration=...) evaluated, then one epoch of fine_tune, evaluated."""
-    compressed, _ = tt.compress(model, "svd", budget=BUDGET, seed=0, calibration=calibration_loader())
+    """The calibrated svd record: compress(..., calibration=..., sensitivity="none") evaluated, then one epoch of
+    fine_tune, evaluated."""
+    compressed, _ = tt.compress(model, "svd", budget=BUDGET, seed=0, calibration=calibration_loader(),
+                                sensitivity="none")
     before = metrics(tt.evaluate(compressed, test_loader))
     batches = train_loader()
     batches.generator.manual_seed(0)

@@ -3,7 +3,8 @@
 :func:`collect` runs the calibration passes over the unchanged model: the input moments of every
 selected layer (:func:`tnlib_torch.input_moments`, the data metric of each fit) and, for a budget,
 the sensitivity of the loss to each layer's output error
-(:func:`tnlib_torch.compression.sensitivity.layer_sensitivities`).  :func:`output_error` gives a
+(:func:`tnlib_torch.compression.sensitivity.layer_sensitivities`, the kind ``"auto"`` resolved by
+:func:`tnlib_torch.compression.sensitivity.resolve_sensitivity`).  :func:`output_error` gives a
 compressed layer's relative output error on that data from its moments.
 """
 
@@ -19,7 +20,7 @@ from torch import nn
 
 from tnlib_torch.compression.calibration import LayerMoments, input_moments
 from tnlib_torch.compression.request import Calibration
-from tnlib_torch.compression.sensitivity import layer_sensitivities
+from tnlib_torch.compression.sensitivity import layer_sensitivities, resolve_sensitivity
 
 __all__ = ["LayerData", "collect", "output_error"]
 
@@ -27,10 +28,12 @@ __all__ = ["LayerData", "collect", "output_error"]
 @dataclass(frozen=True)
 class LayerData:
     """The calibration of the selected layers: ``moments`` by name, the budget's ``weights`` (or
-    ``None``: every layer weighs alike) and the ``seconds`` each pass took."""
+    ``None``: every layer weighs alike), the ``sensitivity`` they are (``"fisher"``, ``"measured"`` or
+    ``"none"``) and the ``seconds`` each pass took."""
 
     moments: dict[str, LayerMoments]
     weights: dict[str, float] | None = None
+    sensitivity: str = "none"
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -46,13 +49,13 @@ def collect(model: nn.Module, selected: dict[str, nn.Module], calibration: Calib
     found = input_moments(model, calibration.data, include=list(selected), linear=linear, samples=calibration.samples)
     moments = {name: found[name] for name in selected}
     seconds = {"moments": time.perf_counter() - start}
-    if not weigh or calibration.sensitivity == "none":
-        return LayerData(moments, None, seconds)
+    kind = resolve_sensitivity(calibration.sensitivity, model, calibration.data) if weigh else "none"
+    if kind == "none":
+        return LayerData(moments, None, kind, seconds)
     start = time.perf_counter()
-    weights = layer_sensitivities(model, selected, calibration.data, kind=calibration.sensitivity,
-                                  samples=calibration.samples, seed=seed)
+    weights = layer_sensitivities(model, selected, calibration.data, kind=kind, samples=calibration.samples, seed=seed)
     seconds["sensitivity"] = time.perf_counter() - start
-    return LayerData(moments, weights, seconds)
+    return LayerData(moments, weights, kind, seconds)
 
 
 def output_error(moments: LayerMoments, weight: torch.Tensor, approx: torch.Tensor) -> float:

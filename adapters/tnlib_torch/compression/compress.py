@@ -35,7 +35,7 @@ second moments of every selected layer's inputs are collected in one pass
 (:func:`tnlib_torch.input_moments`), every fit and every error estimate is in
 that layer's data metric (the error of its outputs on the data, not of its
 kernel), a budget weighs each layer's output error by the loss's sensitivity to
-it if asked (:mod:`tnlib_torch.compression.sensitivity`), ``refine`` corrects the
+it (a classifier's Fisher estimate by default, :mod:`tnlib_torch.compression.sensitivity`), ``refine`` corrects the
 factorized layers one after the other against the original network's outputs
 (:func:`tnlib_torch.compression.refine.refine_`), and the BatchNorm statistics
 are corrected at the end by the change the compression made to them on the data, measured
@@ -125,7 +125,7 @@ def compress_(
     calibration: Any = None,
     calibration_samples: int | None = None,
     refine: bool | str = False,
-    sensitivity: str = "none",
+    sensitivity: str = "auto",
     recalibrate: bool = True,
 ) -> CompressionReport:
     """Compress the selected layers of ``model`` in place (see the module docs for the policies).
@@ -205,9 +205,11 @@ def compress_(
         ``refit``); ``True`` is :data:`tnlib_torch.compression.request.REFINE_DEFAULT`.
     sensitivity
         With ``calibration`` and ``budget``: how each layer's output error is weighed,
-        ``"none"`` (default: alike, which kept the most accuracy on ResNet-20, see
-        docs/torch_compress.md), ``"fisher"`` or ``"measured"``
-        (:func:`tnlib_torch.compression.sensitivity.layer_sensitivities`).
+        ``"auto"`` (default: ``"fisher"`` when the model is a classifier, its output
+        ``(batch, classes)`` logits, which kept the most accuracy on ResNet-20 for every method,
+        see docs/torch_compress.md; else ``"none"``), ``"fisher"``, ``"measured"``
+        (:func:`tnlib_torch.compression.sensitivity.layer_sensitivities`) or ``"none"`` (every
+        layer alike).  The report's ``calibration["sensitivity"]`` says which was used.
     recalibrate
         With ``calibration``: correct the BatchNorm statistics at the end (default) by the
         change the compression made to them on the calibration data, paired against the
@@ -271,7 +273,7 @@ def compress_(
         input_size=request.input_size, budget=request.budget,
         budget_on=None if request.budget is None else request.budget_on, scores=policy.scores,
         calibration=None if data is None else {
-            "samples": next(iter(data.moments.values())).samples, "sensitivity": calibrated.sensitivity,
+            "samples": next(iter(data.moments.values())).samples, "sensitivity": data.sensitivity,
             "refine": calibrated.refine, "recalibrate": calibrated.recalibrate, "seconds": data.seconds},
     )
 

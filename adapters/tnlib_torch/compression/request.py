@@ -23,8 +23,9 @@ METHODS = ("tucker2", "cp", "mps", "svd", "truncate")
 SIZE_KEYWORDS = {"tucker2": "ranks", "cp": "rank", "mps": "max_bond", "svd": "max_rank", "truncate": "max_rank"}
 #: What a budget counts.
 BUDGET_ON = ("params", "macs")
-#: How a calibrated budget weighs each layer's output error (:mod:`tnlib_torch.compression.sensitivity`).
-SENSITIVITIES = ("fisher", "measured", "none")
+#: How a calibrated budget weighs each layer's output error (:mod:`tnlib_torch.compression.sensitivity`;
+#: ``"auto"``: ``"fisher"`` for a classifier, else ``"none"``).
+SENSITIVITIES = ("auto", "fisher", "measured", "none")
 #: What ``refine=True`` refits (:data:`tnlib_torch.compression.refine.REFITS`).
 REFINE_DEFAULT = "kernel"
 #: The methods that take each structure option.
@@ -45,7 +46,7 @@ class Calibration:
     data: Any
     samples: int | None = None
     refine: str | None = None
-    sensitivity: str = "none"
+    sensitivity: str = "auto"
     recalibrate: bool = True
 
 
@@ -142,15 +143,15 @@ def _checked_refine(refine: Any) -> str | None:
 def _checked_calibration(method: str, given: Mapping[str, Any]) -> Calibration | None:
     """The calibration asked for, or ``None``; options that need data are refused without it."""
     data, samples = given.get("data"), given.get("samples")
-    refine, sensitivity = given.get("refine", False), given.get("sensitivity", "none")
+    refine, sensitivity = given.get("refine", False), given.get("sensitivity", "auto")
     recalibrate = given.get("recalibrate", True)
     refine = _checked_refine(refine)
     check_bool(recalibrate, "recalibrate")
     check_choice(sensitivity, "sensitivity", SENSITIVITIES)
     if data is None:
-        needing = [name for name, value, default in (("calibration_samples", samples, None), ("refine", refine, None),
-                                                     ("sensitivity", sensitivity, "none"),
-                                                     ("recalibrate", recalibrate, True)) if value != default]
+        asked = {"calibration_samples": samples is not None, "refine": refine is not None,
+                 "sensitivity": sensitivity not in ("auto", "none"), "recalibrate": not recalibrate}
+        needing = [name for name, given in asked.items() if given]
         if needing:
             raise ValueError(f"{', '.join(needing)} need calibration data: give calibration=")
         return None

@@ -20,7 +20,11 @@ minimizes ``sum_l w_l e_l**2`` instead of ``sum_l e_l**2``.  Two estimates of ``
   mean KL divergence of the predictions, which is the same quadratic form without the diagonal
   and small-error assumptions, at the cost of one forward pass per layer.
 
-Both need a classifier: a model whose output is ``(batch, classes)`` logits.
+Both need a classifier: a model whose output is ``(batch, classes)`` logits.  :func:`resolve_sensitivity`
+turns a request of ``"auto"`` (:func:`tnlib_torch.compress_`'s default) into ``"fisher"`` for such a model
+and ``"none"`` for any other.  On the published ResNet-20 the Fisher weights kept more accuracy than equal
+weights for every method at 25% and 50% of the block convs' parameters (up to 1.2 points), and as much as
+the measured ones at a tenth of their passes (docs/torch_compress.md).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from torch import nn
 from tnlib._validation import check_choice, check_seed
 from tnlib_torch.compression.data_pass import checked_inputs, evaluation_mode, input_batches, model_device
 
-__all__ = ["NOISE", "SENSITIVITY_SAMPLES", "layer_sensitivities"]
+__all__ = ["NOISE", "SENSITIVITY_SAMPLES", "layer_sensitivities", "resolve_sensitivity"]
 
 #: The relative size of the output noise of the ``"measured"`` sensitivity.
 NOISE = 0.25
@@ -85,9 +89,30 @@ def layer_sensitivities(model: nn.Module, layers: Mapping[str, nn.Module], data:
     return weights
 
 
+def resolve_sensitivity(kind: str, model: nn.Module, data: Any) -> str:
+    """The sensitivity ``kind`` asks of ``model``: ``"auto"`` is ``"fisher"`` for a classifier, else ``"none"``.
+
+    A classifier is a model whose output on the first sample of ``data`` is ``(1, classes)`` logits
+    with at least two classes (one forward pass in eval mode, every training flag restored).  A model
+    with such outputs that are not logits (an embedding) should be given ``"none"`` explicitly.  Any
+    other ``kind`` is returned as it is.
+    """
+    if kind != "auto":
+        return kind
+    device = model_device(model)
+    _, x = next(checked_inputs(input_batches(data, 1), 1, device))
+    with evaluation_mode(model, train=()):
+        out = model(x[:1])
+    return "fisher" if _is_logits(out, 1) and out.shape[1] >= 2 else "none"
+
+
+def _is_logits(out: Any, batch: int) -> bool:
+    return isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == batch
+
+
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+    if not _is_logits(out, x.shape[0]):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"sensitivity needs a classifier whose output is (batch, classes) logits; got {shape}")
     return out.double()

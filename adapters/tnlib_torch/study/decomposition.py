@@ -75,9 +75,11 @@ def decomposition_at_params(model: nn.Module, method: str, budget: float, train_
     """One factorization of the selected layers at a parameter budget, before and after fine-tuning.
 
     A deep copy of ``model`` is compressed by ``tnlib_torch.compress(model, method, budget=budget,
-    seed=seed, calibration=calibration)`` on the dense convs that ``include`` selects (see the module
-    notes), evaluated on ``test_loader``, fine-tuned for ``epochs`` on ``train_loader`` at the rate ``lr``
-    and evaluated after every epoch.  CP is fitted by ALS with at most ``cp_max_iter`` sweeps per fit.
+    seed=seed, calibration=calibration, sensitivity="none")`` on the dense convs that ``include`` selects
+    (see the module notes; the calibrated budget weighs every layer's output error alike, as the studies
+    recorded before ``compress`` weighed a classifier's layers by their Fisher sensitivity), evaluated on
+    ``test_loader``, fine-tuned for ``epochs`` on ``train_loader`` at the rate ``lr`` and evaluated after
+    every epoch.  CP is fitted by ALS with at most ``cp_max_iter`` sweeps per fit.
     ``seed`` seeds every fit that draws (CP, the randomized SVD of an MPS or an SVD split) and the
     fine-tuning, so the same arguments give the same record.  A 1x1 conv is a matrix, whose best
     approximation by every method is its truncated SVD: it becomes an SVD split whatever the method
@@ -133,7 +135,7 @@ def decomposition_at_params(model: nn.Module, method: str, budget: float, train_
     cp_max_iter = check_count(cp_max_iter, "cp_max_iter", 1)
     fit = {"max_iter": cp_max_iter} if method == "cp" else None
     compressed, report = compress(model, method, budget=budget, fit=fit, seed=seed, calibration=calibration,
-                                  where=lambda name, _: name in names)
+                                  sensitivity="none", where=lambda name, _: name in names)
     entries = [layer_entry(layer) for layer in report.layers.values()]
     before, after = sum(e["params_before"] for e in entries), sum(e["params_after"] for e in entries)
     samples = 0 if report.calibration is None else report.calibration["samples"]
